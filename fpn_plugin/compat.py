@@ -1,0 +1,196 @@
+"""Make the detectron2 that is installed work with today's Python, NumPy and Pillow.
+
+``import fpn_plugin`` calls :func:`apply` before anything else touches detectron2. Each fix is
+applied only where the installed detectron2 needs it, so a source build of detectron2's git
+main is left alone:
+
+- ``compiled_ops_stand_in``: detectron2 installed without its C++/CUDA extension (the
+  ``pb1-detectron2`` route of ``make install``) imports ``detectron2._C`` at import time. A
+  stand-in module answers the questions ``collect_env_info`` asks and raises
+  :class:`MissingCompiledOpError`, naming the op, when an op is used.
+- ``numpy_aliases``: NumPy 1.24 removed ``np.int``, ``np.float``, ``np.bool``, ``np.str`` and
+  ``np.object``, which detectron2 0.6 still uses.
+- ``pillow_aliases``: Pillow 10 removed ``Image.LINEAR`` (used by detectron2 0.6 at import),
+  ``Image.CUBIC`` and ``Image.ANTIALIAS``.
+- ``map_dataset_retry``: detectron2 0.6's ``MapDataset`` retries a sample that maps to None
+  with ``random.sample(<a set>)``, which raises a TypeError on Python >= 3.11, so one
+  unreadable image crashes training instead of being skipped.
+"""
+import importlib.util
+import inspect
+import logging
+import os
+import re
+import sys
+import types
+
+__all__ = ["apply", "has_compiled_ops", "MissingCompiledOpError"]
+
+logger = logging.getLogger(__name__)
+
+_NUMPY_ALIASES = {"int": int, "float": float, "bool": bool, "str": str, "object": object}
+_PILLOW_ALIASES = {"LINEAR": "BILINEAR", "CUBIC": "BICUBIC", "ANTIALIAS": "LANCZOS"}
+_SOURCE_BUILD_HINT = (
+    "Build detectron2 from source to get them: `D2_SOURCE=<git URL or local checkout> make "
+    "install` (needs a C++ compiler, and CUDA's nvcc for the GPU ops)."
+)
+
+_applied = None  # the names of the fixes applied, once apply() has run
+
+
+class MissingCompiledOpError(ImportError):
+    """A compiled detectron2 op was used, but detectron2 was installed without them."""
+
+
+class _CompiledOpsStandIn(types.ModuleType):
+    """Stands in for ``detectron2._C`` when the compiled extension is missing.
+
+    Only the version queries of ``detectron2.utils.collect_env`` answer; any other attribute
+    is an op, and asking for it raises :class:`MissingCompiledOpError`.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__("detectron2._C", "fpn_plugin stand-in for detectron2's compiled ops")
+        self.__file__ = __file__
+        self.fpn_plugin_stand_in = True
+        self.reason = reason
+
+    def get_compiler_version(self) -> str:
+        return "none: detectron2 has no compiled ops (fpn_plugin stand-in)"
+
+    def get_cuda_version(self) -> str:
+        return "none: detectron2 has no compiled ops (fpn_plugin stand-in)"
+
+    def has_cuda(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise MissingCompiledOpError(
+            f"detectron2._C.{name} is one of detectron2's compiled ops, and this detectron2 "
+            f"has none ({self.reason}). They are needed by rotated boxes (nms_rotated, "
+            "box_iou_rotated, ROIAlignRotated), deformable convolution (DeformConv, "
+            "ModulatedDeformConv) and the fast COCO evaluator (COCOEvaluator(..., "
+            "use_fast_impl=False) uses pycocotools instead). " + _SOURCE_BUILD_HINT
+        )
+
+
+def has_compiled_ops() -> bool:
+    """True when ``detectron2._C`` is the real compiled extension."""
+    apply()
+    import detectron2._C as C
+
+    return not getattr(C, "fpn_plugin_stand_in", False)
+
+
+def _detectron2_sources() -> str:
+    """All of the installed detectron2's Python source, to see which removed names it uses."""
+    import detectron2
+
+    texts = []
+    for root in detectron2.__path__:
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                if name.endswith(".py"):
+                    with open(os.path.join(dirpath, name), encoding="utf-8") as f:
+                        texts.append(f.read())
+    return "\n".join(texts)
+
+
+def _install_compiled_ops_stand_in() -> bool:
+    import detectron2
+
+    if "detectron2._C" in sys.modules:
+        return False
+    if importlib.util.find_spec("detectron2._C") is None:
+        reason = "it was installed without its C++/CUDA extension"
+    else:
+        try:
+            import detectron2._C  # noqa: F401
+
+            return False
+        except ImportError as e:
+            # Typically an extension built against another torch ("undefined symbol").
+            reason = f"detectron2._C exists but does not load: {e}"
+            logger.warning("%s. Rebuild detectron2 against this torch. %s", reason, _SOURCE_BUILD_HINT)
+    stand_in = _CompiledOpsStandIn(reason)
+    sys.modules["detectron2._C"] = stand_in
+    detectron2._C = stand_in
+    return True
+
+
+def _add_numpy_aliases(source: str) -> bool:
+    import numpy as np
+
+    used = set(re.findall(r"\bnp\.(int|float|bool|str|object)\b", source))
+    missing = [name for name in sorted(used) if name not in np.__dict__]
+    for name in missing:
+        setattr(np, name, _NUMPY_ALIASES[name])
+    return bool(missing)
+
+
+def _add_pillow_aliases(source: str) -> bool:
+    from PIL import Image
+
+    used = set(re.findall(r"\bImage\.(LINEAR|CUBIC|ANTIALIAS)\b", source))
+    missing = [name for name in sorted(used) if not hasattr(Image, name)]
+    for name in missing:
+        setattr(Image, name, getattr(Image.Resampling, _PILLOW_ALIASES[name]))
+    return bool(missing)
+
+
+def _fix_map_dataset_retry() -> bool:
+    from detectron2.data import common
+
+    getitem = common.MapDataset.__getitem__
+    if sys.version_info < (3, 11) or "sample(self._fallback_candidates" not in inspect.getsource(
+        getitem
+    ):
+        return False
+
+    def __getitem__(self, idx):
+        retry_count = 0
+        cur_idx = int(idx)
+        while True:
+            data = self._map_func(self._dataset[cur_idx])
+            if data is not None:
+                self._fallback_candidates.add(cur_idx)
+                return data
+            retry_count += 1
+            self._fallback_candidates.discard(cur_idx)
+            if not self._fallback_candidates:
+                raise RuntimeError(
+                    f"Every sample of the dataset failed to load (last index {cur_idx}); "
+                    "check the image paths and annotations."
+                )
+            # random.sample() takes no sets since Python 3.11; sorting keeps the seeded order.
+            cur_idx = self._rng.sample(sorted(self._fallback_candidates), k=1)[0]
+            if retry_count >= 3:
+                logging.getLogger(common.__name__).warning(
+                    "Failed to apply `_map_func` for idx: %s, retry count: %s", idx, retry_count
+                )
+
+    __getitem__.__doc__ = getitem.__doc__
+    common.MapDataset.__getitem__ = __getitem__
+    return True
+
+
+def apply() -> list:
+    """Apply the fixes the installed detectron2 needs; a second call changes nothing.
+
+    Returns:
+        list[str]: the names of the fixes applied so far (see the module docstring).
+    """
+    global _applied
+    if _applied is None:
+        source = _detectron2_sources()
+        fixes = {
+            "compiled_ops_stand_in": _install_compiled_ops_stand_in,
+            "numpy_aliases": lambda: _add_numpy_aliases(source),
+            "pillow_aliases": lambda: _add_pillow_aliases(source),
+            # Last: importing detectron2.data needs the fixes above.
+            "map_dataset_retry": _fix_map_dataset_retry,
+        }
+        _applied = [name for name, fix in fixes.items() if fix()]
+    return list(_applied)
