@@ -7,11 +7,9 @@ __all__ = ["add_fpn_plugin_config"]
 def add_fpn_plugin_config(cfg: CN) -> CN:
     """Add fpn_plugin's keys, with their defaults, to a detectron2 config (in place).
 
-    Every key has a comment saying what it does. Call it after ``get_cfg()`` and before
-    ``merge_from_file``.
+    Call it after ``get_cfg()`` and before ``merge_from_file``. Every key has a comment
+    saying what it does.
     """
-    # Already added: calling it twice must not reset values merged in between.
-    if cfg.get("FPN_PLUGIN_CONFIG", False):
-        return cfg
-    cfg.FPN_PLUGIN_CONFIG = True  # marks a config that has fpn_plugin's keys
-    return cfg
+    _C = cfg
+    # Sections are added below by topic: backbones, training engine, data.
+    return _C
