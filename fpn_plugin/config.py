@@ -10,6 +10,19 @@ def add_fpn_plugin_config(cfg: CN) -> CN:
     Call it after ``get_cfg()`` and before ``merge_from_file``. Every key has a comment
     saying what it does.
     """
-    _C = cfg
-    # Sections are added below by topic: backbones, training engine, data.
-    return _C
+    _add_backbone_keys(cfg)
+    _add_engine_keys(cfg)
+    _add_data_keys(cfg)
+    return cfg
+
+
+def _add_backbone_keys(_C: CN) -> None:
+    """Backbones, ROI heads and weight formats (fpn_plugin.modeling, fpn_plugin.checkpoint)."""
+
+
+def _add_engine_keys(_C: CN) -> None:
+    """Training engine: hooks, schedules, precision (fpn_plugin.engine)."""
+
+
+def _add_data_keys(_C: CN) -> None:
+    """Datasets and evaluation (fpn_plugin.data, fpn_plugin.evaluation)."""
