@@ -4,4 +4,8 @@ from . import compat
 # Before anything else imports detectron2's submodules: see compat's docstring.
 compat.apply()
 
+# Imported for their registrations in detectron2's registries.
+from . import modeling  # noqa: E402,F401
+from .config import add_fpn_plugin_config  # noqa: E402,F401
+
 __version__ = "0.1.0"

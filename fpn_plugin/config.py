@@ -11,6 +11,7 @@ def add_fpn_plugin_config(cfg: CN) -> CN:
     saying what it does.
     """
     _add_backbone_keys(cfg)
+    _add_vgg_keys(cfg)
     _add_engine_keys(cfg)
     _add_data_keys(cfg)
     return cfg
@@ -18,6 +19,10 @@ def add_fpn_plugin_config(cfg: CN) -> CN:
 
 def _add_backbone_keys(_C: CN) -> None:
     """Backbones, ROI heads and weight formats (fpn_plugin.modeling, fpn_plugin.checkpoint)."""
+
+
+def _add_vgg_keys(_C: CN) -> None:
+    """The VGG16 backbone and its fc6/fc7 box head (fpn_plugin.modeling.vgg)."""
 
 
 def _add_engine_keys(_C: CN) -> None:

@@ -1,0 +1,1 @@
+"""Training: the trainer, its hooks, schedules and precision."""

@@ -1,0 +1,1 @@
+"""Evaluation chosen from the dataset, and results next to the published numbers."""

@@ -1,0 +1,1 @@
+"""Backbones and ROI heads, registered in detectron2's registries on import."""
