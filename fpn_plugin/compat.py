@@ -117,7 +117,31 @@ def _install_compiled_ops_stand_in() -> bool:
     stand_in = _CompiledOpsStandIn(reason)
     sys.modules["detectron2._C"] = stand_in
     detectron2._C = stand_in
+    _register_torch_op_stand_ins(stand_in)
     return True
+
+
+# The compiled extension also registers ops with torch (`torch.ops.detectron2.<name>`), which
+# detectron2 calls directly; without stand-ins they fail with an obscure "_OpNamespace" error.
+_TORCH_OP_SCHEMAS = {"nms_rotated": "(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor"}
+_torch_library = None  # must stay alive for the registrations to last
+
+
+def _register_torch_op_stand_ins(stand_in: _CompiledOpsStandIn) -> None:
+    import torch
+
+    global _torch_library
+    missing = [name for name in _TORCH_OP_SCHEMAS if not hasattr(torch.ops.detectron2, name)]
+    if not missing or _torch_library is not None:
+        return
+    _torch_library = torch.library.Library("detectron2", "DEF")
+    for name in missing:
+
+        def kernel(*args, _name=name):
+            getattr(stand_in, _name)  # raises MissingCompiledOpError naming the op
+
+        _torch_library.define(name + _TORCH_OP_SCHEMAS[name])
+        _torch_library.impl(name, kernel, "CompositeExplicitAutograd")
 
 
 def _add_numpy_aliases(source: str) -> bool:
