@@ -19,6 +19,24 @@ def add_fpn_plugin_config(cfg: CN) -> CN:
 
 def _add_backbone_keys(_C: CN) -> None:
     """Backbones, ROI heads and weight formats (fpn_plugin.modeling, fpn_plugin.checkpoint)."""
+    # The plugin ResNet (torchvision module names), used by the backbones
+    # build_plugin_resnet_backbone, build_plugin_resnet_fpn_backbone and the C4 ROI head
+    # PluginRes5ROIHeads. MODEL.BACKBONE.FREEZE_AT keeps detectron2's meaning for it.
+    _C.MODEL.PLUGIN_RESNET = CN()
+    # 18, 34 (BasicBlock) or 50, 101, 152 (Bottleneck); must match the depth of MODEL.WEIGHTS.
+    _C.MODEL.PLUGIN_RESNET.DEPTH = 50
+    # Outputs among res2..res5 (strides 4, 8, 16, 32); stages after the last one are not built.
+    _C.MODEL.PLUGIN_RESNET.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Norm after every conv: FrozenBN, BN, SyncBN or GN (detectron2.layers.get_norm names).
+    _C.MODEL.PLUGIN_RESNET.NORM = "FrozenBN"
+    # Stride of a Bottleneck in its first 1x1 conv (True: MSRA/detectron2 weights) or in its 3x3
+    # conv (False: torchvision weights). The checkpointer refuses weights trained the other way.
+    _C.MODEL.PLUGIN_RESNET.STRIDE_IN_1X1 = False
+    # What fpn_plugin.checkpoint.PluginCheckpointer does when the pixel format/mean/std or the
+    # stride placement that MODEL.WEIGHTS was trained with differs from this config:
+    # "error" (raise), "warn" (log a warning and load anyway) or "off" (no check).
+    _C.MODEL.PLUGIN_WEIGHTS = CN()
+    _C.MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK = "error"
 
 
 def _add_vgg_keys(_C: CN) -> None:
