@@ -1,2 +1,5 @@
 """Backbones and ROI heads, registered in detectron2's registries on import."""
 from . import resnet  # noqa: F401,E402  (plugin ResNet backbone)
+from . import fpn  # noqa: F401,E402  (plugin ResNet-FPN backbone)
+from . import res5_roi_head  # noqa: F401,E402  (C4 ROI head running layer4 per RoI)
+from . import vgg  # noqa: F401,E402  (VGG16, VGG16-FPN backbones, fc6/fc7 box head)
