@@ -1,1 +1,6 @@
 """Evaluation chosen from the dataset, and results next to the published numbers."""
+from .build import build_evaluator, evaluator_kind
+from .coco import COCODetectionEvaluator
+from .voc import VOCDetectionEvaluator
+
+__all__ = ["build_evaluator", "evaluator_kind", "COCODetectionEvaluator", "VOCDetectionEvaluator"]

@@ -1,0 +1,135 @@
+"""COCO-style evaluation: detectron2's ``COCOEvaluator`` plus counts, explanations and tables.
+
+On top of detectron2's evaluator this
+- uses pycocotools' reference implementation when detectron2 has no compiled ops (the fast
+  one lives in ``detectron2._C``),
+- counts predictions first and explains "no predictions" and NaN size buckets,
+- saves the per-category AP table (AP, AP50 and the ground-truth count per category) as
+  ``coco_per_category_ap.{md,csv}`` in the output folder.
+"""
+import logging
+from typing import Dict, List
+
+import numpy as np
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+
+from fpn_plugin.compat import has_compiled_ops
+
+from .explain import PredictionCounter, empty_bucket_messages, no_predictions_message, size_buckets
+from .tables import markdown_table, write_table
+
+__all__ = ["COCODetectionEvaluator"]
+
+logger = logging.getLogger(__name__)
+
+BOX_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+class COCODetectionEvaluator(COCOEvaluator):
+    """COCO AP/AP50/AP75/APs/APm/APl for boxes, with a per-category table (percentages).
+
+    Works for any registered detection dataset: datasets without a COCO JSON are converted
+    by detectron2 (cached in ``output_dir``).
+    """
+
+    def __init__(self, dataset_name: str, output_dir: str = None, distributed: bool = True):
+        """
+        Args:
+            dataset_name: a registered dataset.
+            output_dir: where predictions and the per-category table are saved.
+            distributed: gather predictions from all workers before evaluating.
+        """
+        super().__init__(
+            dataset_name,
+            tasks=("bbox",),
+            distributed=distributed,
+            output_dir=output_dir,
+            use_fast_impl=has_compiled_ops(),
+        )
+        self._per_category: List[list] = []
+
+    def reset(self):
+        super().reset()
+        self._counter = PredictionCounter()
+
+    def process(self, inputs, outputs):
+        self._counter.add(outputs)
+        super().process(inputs, outputs)
+
+    def _total_counter(self):
+        if not self._distributed:
+            return self._counter
+        counters = comm.gather(self._counter, dst=0)
+        if not comm.is_main_process():
+            return None
+        total = PredictionCounter()
+        for c in counters:
+            total.num_images += c.num_images
+            total.num_predictions += c.num_predictions
+            total.images_without_predictions += c.images_without_predictions
+            total.per_class.update(c.per_class)
+        return total
+
+    def evaluate(self, img_ids=None):
+        counter = self._total_counter()
+        if counter is not None:
+            names = self._metadata.get("thing_classes", [])
+            logger.info("%s: %s", self._metadata.name, counter.summary(names))
+            if counter.num_predictions == 0:
+                logger.warning(no_predictions_message(self._metadata.name, counter.num_images))
+        results = super().evaluate(img_ids)
+        if counter is None:
+            return results
+        if not results:
+            # detectron2 returns {} when no output had "instances": give the caller the keys.
+            results = {"bbox": {m: float("nan") for m in BOX_METRICS}}
+        if self._do_evaluation:
+            areas = [a["area"] for a in self._coco_api.dataset.get("annotations", [])
+                     if not a.get("iscrowd", 0)]
+            for message in empty_bucket_messages(self._metadata.name, size_buckets(areas)):
+                logger.warning(message)
+        self._save_per_category()
+        return results
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None) -> Dict[str, float]:
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
+        self._per_category = []
+        if coco_eval is None or not class_names:
+            return results
+        # precision: (IoU thresholds, recall points, categories, area ranges, max dets);
+        # IoU index 0 is 0.5, area index 0 is "all", max dets -1 is 100.
+        precision = coco_eval.eval["precision"]
+        gt_per_cat = {}
+        for ann in self._coco_api.dataset.get("annotations", []):
+            if not ann.get("iscrowd", 0):
+                gt_per_cat[ann["category_id"]] = gt_per_cat.get(ann["category_id"], 0) + 1
+        cat_ids = coco_eval.params.catIds
+        for k, name in enumerate(class_names):
+            p_all = precision[:, :, k, 0, -1]
+            p_50 = precision[0, :, k, 0, -1]
+            self._per_category.append([
+                name,
+                float(np.mean(p_all[p_all > -1]) * 100) if (p_all > -1).any() else float("nan"),
+                float(np.mean(p_50[p_50 > -1]) * 100) if (p_50 > -1).any() else float("nan"),
+                gt_per_cat.get(cat_ids[k], 0),
+            ])
+            results[f"AP50-{name}"] = self._per_category[-1][2]
+        return results
+
+    def _save_per_category(self) -> None:
+        if not self._per_category:
+            return
+        header = ["category", "AP", "AP50", "GT boxes"]
+        rows = list(self._per_category)
+        rows.append([
+            "mean",
+            float(np.nanmean([r[1] for r in rows])) if any(np.isfinite(r[1]) for r in rows)
+            else float("nan"),
+            float(np.nanmean([r[2] for r in rows])) if any(np.isfinite(r[2]) for r in rows)
+            else float("nan"),
+            sum(r[3] for r in rows),
+        ])
+        title = f"COCO box AP per category on {self._metadata.name}"
+        logger.info("%s:\n%s", title, markdown_table(header, rows))
+        write_table(self._output_dir, "coco_per_category_ap", header, rows, title)

@@ -1,0 +1,57 @@
+"""Write result tables as Markdown and CSV, and format them for the log."""
+import csv
+import math
+import os
+from typing import List, Optional, Sequence
+
+__all__ = ["format_cell", "markdown_table", "write_table"]
+
+
+def format_cell(value, digits: int = 2) -> str:
+    """Numbers with ``digits`` decimals, NaN and None as "-", anything else as text."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence], digits: int = 2) -> str:
+    """A GitHub Markdown (pipe) table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(format_cell(v, digits) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_table(
+    output_folder: Optional[str],
+    stem: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence],
+    title: str = "",
+    digits: int = 2,
+) -> List[str]:
+    """Save a table as ``<stem>.md`` and ``<stem>.csv`` in ``output_folder``.
+
+    Returns:
+        The paths written (none when ``output_folder`` is None or empty).
+    """
+    if not output_folder:
+        return []
+    os.makedirs(output_folder, exist_ok=True)
+    md_path = os.path.join(output_folder, stem + ".md")
+    csv_path = os.path.join(output_folder, stem + ".csv")
+    with open(md_path, "w") as f:
+        if title:
+            f.write(f"# {title}\n\n")
+        f.write(markdown_table(header, rows, digits) + "\n")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for row in rows:
+            # Full precision in the CSV; empty cells for missing values.
+            writer.writerow(
+                ["" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in row]
+            )
+    return [md_path, csv_path]

@@ -1,0 +1,131 @@
+"""The Pascal VOC detection metric: matching, the VOC07 11-point AP and the area (VOC2010+) AP.
+
+Pure NumPy, no detectron2: the evaluator (:mod:`fpn_plugin.evaluation.voc`) feeds it boxes.
+
+Boxes are in detectron2's continuous XYXY coordinates, in which a VOC box annotated with the
+1-based inclusive pixels ``(xmin, ymin, xmax, ymax)`` is ``(xmin - 1, ymin - 1, xmax, ymax)``
+(that is what detectron2's VOC loader produces). In those coordinates, the plain continuous
+IoU equals the devkit's IoU with its ``+1`` pixel widths, so the matching is the devkit's.
+"""
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Tuple
+
+import numpy as np
+
+__all__ = ["ClassResult", "voc_ap_07", "voc_ap_area", "evaluate_class"]
+
+
+@dataclass
+class ClassResult:
+    """The VOC metric for one class at one IoU threshold.
+
+    Attributes:
+        ap_07: VOC2007 11-point interpolated AP, in [0, 1]; NaN without ground truth.
+        ap_area: area under the interpolated precision/recall curve (VOC2010+), in [0, 1];
+            NaN without ground truth.
+        num_gt: ground-truth boxes that count (not difficult).
+        num_difficult: difficult ground-truth boxes (ignored: neither TP nor FP).
+        num_dets: detections of the class.
+        num_tp: true positives among them.
+    """
+
+    ap_07: float
+    ap_area: float
+    num_gt: int
+    num_difficult: int
+    num_dets: int
+    num_tp: int
+
+
+def voc_ap_07(rec: np.ndarray, prec: np.ndarray) -> float:
+    """VOC2007 11-point AP: mean over t in {0, 0.1, ..., 1} of the max precision at recall >= t."""
+    ap = 0.0
+    for t in np.linspace(0.0, 1.0, 11):
+        above = rec >= t
+        ap += (np.max(prec[above]) if above.any() else 0.0) / 11.0
+    return float(ap)
+
+
+def voc_ap_area(rec: np.ndarray, prec: np.ndarray) -> float:
+    """VOC2010+ AP: the exact area under the precision envelope (devkit's ``VOCap.m``)."""
+    mrec = np.concatenate(([0.0], rec, [1.0]))
+    mpre = np.concatenate(([0.0], prec, [0.0]))
+    # Make precision monotonically decreasing from the right: the "envelope".
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    changes = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[changes + 1] - mrec[changes]) * mpre[changes + 1]))
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Continuous IoU of one XYXY box with each of ``boxes`` (N, 4)."""
+    iw = np.clip(np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0]), 0, None)
+    ih = np.clip(np.minimum(boxes[:, 3], box[3]) - np.maximum(boxes[:, 1], box[1]), 0, None)
+    inter = iw * ih
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, np.finfo(np.float64).eps)
+
+
+def evaluate_class(
+    gt: Dict[object, Tuple[np.ndarray, np.ndarray]],
+    dets: Iterable[Tuple[object, float, Iterable[float]]],
+    iou_thresh: float = 0.5,
+) -> ClassResult:
+    """Match one class's detections to its ground truth the devkit's way and compute both APs.
+
+    Detections are taken by decreasing score (ties keep their given order). Each is matched
+    to the ground-truth box of its image with the highest IoU; above ``iou_thresh`` it is a
+    true positive if that box is not difficult and not yet matched, ignored if it is
+    difficult, and a false positive if it was already matched. Otherwise it is a false
+    positive.
+
+    Args:
+        gt: image id -> (boxes (N, 4) XYXY, difficult (N,) bool), for every image evaluated.
+        dets: (image id, score, XYXY box) of this class.
+        iou_thresh: IoU a match must exceed (strictly, as in the Python devkit).
+
+    Returns:
+        ClassResult.
+    """
+    dets = list(dets)
+    num_gt = int(sum(int((~d).sum()) for _, d in gt.values()))
+    num_difficult = int(sum(int(d.sum()) for _, d in gt.values()))
+    scores = np.array([d[1] for d in dets], dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    matched = {img: np.zeros(len(boxes), dtype=bool) for img, (boxes, _) in gt.items()}
+    tp = np.zeros(len(dets))
+    fp = np.zeros(len(dets))
+    for rank, i in enumerate(order):
+        image_id, _, box = dets[i]
+        boxes, difficult = gt.get(image_id, (np.zeros((0, 4)), np.zeros(0, dtype=bool)))
+        if len(boxes) == 0:
+            fp[rank] = 1
+            continue
+        ious = _iou(np.asarray(box, dtype=np.float64), boxes)
+        j = int(np.argmax(ious))
+        if ious[j] > iou_thresh:
+            if difficult[j]:
+                continue  # a detection of a difficult object neither helps nor hurts
+            if not matched[image_id][j]:
+                tp[rank] = 1
+                matched[image_id][j] = True
+            else:
+                fp[rank] = 1
+        else:
+            fp[rank] = 1
+    if num_gt == 0:
+        nan = float("nan")
+        return ClassResult(nan, nan, 0, num_difficult, len(dets), 0)
+    tp_cum, fp_cum = np.cumsum(tp), np.cumsum(fp)
+    rec = tp_cum / num_gt
+    prec = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
+    return ClassResult(
+        voc_ap_07(rec, prec), voc_ap_area(rec, prec), num_gt, num_difficult, len(dets),
+        int(tp.sum()),
+    )
+
+
+def mean_ignoring_nan(values: List[float]) -> float:
+    """Mean over the finite values (classes without ground truth have NaN AP); NaN if none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
