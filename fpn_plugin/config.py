@@ -41,6 +41,14 @@ def _add_backbone_keys(_C: CN) -> None:
 
 def _add_vgg_keys(_C: CN) -> None:
     """The VGG16 backbone and its fc6/fc7 box head (fpn_plugin.modeling.vgg)."""
+    _C.MODEL.VGG = CN()
+    # Features build_vgg16_backbone returns, among conv1_2, conv2_2, conv3_3, conv4_3, conv5_3
+    # (stride 16: Faster R-CNN's) and pool5 (stride 32); VGG16-FPN uses MODEL.FPN.IN_FEATURES.
+    _C.MODEL.VGG.OUT_FEATURES = ["conv5_3"]
+    # Leading conv layers (of 13) kept frozen; 4 = conv1_1..conv2_2, as in Faster R-CNN.
+    _C.MODEL.VGG.FREEZE_CONVS = 4
+    # Dropout after fc6 and after fc7 in the VGG16BoxHead ROI box head (torchvision: 0.5).
+    _C.MODEL.VGG.BOX_HEAD_DROPOUT = 0.5
 
 
 def _add_engine_keys(_C: CN) -> None:
