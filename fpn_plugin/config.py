@@ -57,3 +57,25 @@ def _add_engine_keys(_C: CN) -> None:
 
 def _add_data_keys(_C: CN) -> None:
     """Datasets and evaluation (fpn_plugin.data, fpn_plugin.evaluation)."""
+    # Folder of the builtin datasets (coco/, VOC2007/, VOC2012/) and base of relative dataset
+    # paths that are not found next to the config file; "" = $DETECTRON2_DATASETS or ./datasets.
+    _C.DATASETS.ROOT = ""
+    # Datasets declared in the config, by name: each has FORMAT ("coco", "vocdevkit" or
+    # "voc_folder") and its paths; see fpn_plugin/data/custom.py and datasets/README.md.
+    _C.DATASETS.CUSTOM = CN(new_allowed=True)
+    # The synthetic shapes dataset (shapes_train, shapes_val), generated on first use.
+    _C.DATASETS.SHAPES = CN()
+    # Where the generated images and COCO JSON are cached; "" = <DATASETS.ROOT>/shapes.
+    _C.DATASETS.SHAPES.CACHE_DIR = ""
+    # Seed of the generator: the same seed and sizes always give the same images and boxes.
+    _C.DATASETS.SHAPES.SEED = 0
+    # Number of training and validation images.
+    _C.DATASETS.SHAPES.NUM_TRAIN = 200
+    _C.DATASETS.SHAPES.NUM_VAL = 50
+    # Image height and width in pixels.
+    _C.DATASETS.SHAPES.IMAGE_SIZE = (192, 256)
+    # Evaluator: "" = chosen from the dataset (VOC for VOC data, COCO otherwise), "voc", "coco".
+    _C.TEST.EVALUATOR = ""
+    # Published result this config targets (a key of fpn_plugin.evaluation.references), printed
+    # next to ours after evaluation and saved as reference_comparison.{md,csv}; "" = none.
+    _C.TEST.REFERENCE = ""
