@@ -1,1 +1,24 @@
-"""Datasets: builtin COCO/VOC, custom data declared in the config, the synthetic default."""
+"""Datasets: builtin COCO/VOC, custom data declared in the config, the synthetic default.
+
+Importing it (``import fpn_plugin`` does) registers ``voc_0712_trainval`` and the synthetic
+``shapes_train`` / ``shapes_val`` next to detectron2's builtin COCO and VOC splits.
+"""
+from . import builtin  # noqa: F401  (registrations)
+from .custom import register_custom_dataset, register_custom_datasets
+from .paths import datasets_root, resolve_path
+from .register import register_datasets_from_config, setup_datasets, sync_num_classes
+from .synthetic import SHAPE_CLASSES, ShapesSpec, ensure_shapes, register_shapes
+
+__all__ = [
+    "register_custom_dataset",
+    "register_custom_datasets",
+    "datasets_root",
+    "resolve_path",
+    "register_datasets_from_config",
+    "setup_datasets",
+    "sync_num_classes",
+    "SHAPE_CLASSES",
+    "ShapesSpec",
+    "ensure_shapes",
+    "register_shapes",
+]

@@ -8,9 +8,11 @@ On top of detectron2's evaluator this
   ``coco_per_category_ap.{md,csv}`` in the output folder.
 """
 import logging
+import os
 from typing import Dict, List
 
 import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
@@ -40,6 +42,10 @@ class COCODetectionEvaluator(COCOEvaluator):
             output_dir: where predictions and the per-category table are saved.
             distributed: gather predictions from all workers before evaluating.
         """
+        json_file = MetadataCatalog.get(dataset_name).get("json_file")
+        if json_file and not os.path.exists(json_file) and dataset_name in DatasetCatalog.list():
+            # Data generated on first load (the synthetic shapes) has no JSON before that.
+            DatasetCatalog.get(dataset_name)
         super().__init__(
             dataset_name,
             tasks=("bbox",),

@@ -1,0 +1,96 @@
+"""Builtin datasets: detectron2's COCO and VOC registrations, VOC 07+12, and the shapes default.
+
+detectron2 itself registers, under ``$DETECTRON2_DATASETS`` (default ``./datasets``), the
+COCO 2014/2017 splits (``coco_2017_train``, ``coco_2017_val``, ``coco_2014_minival``, ...) and
+the VOC 2007/2012 ones (``voc_2007_trainval``, ``voc_2007_test``, ``voc_2012_trainval``, ...):
+those are reused as they are. This module adds
+
+- ``voc_0712_trainval``: VOC2007 trainval + VOC2012 trainval, the usual "07+12" training set
+  (the same as ``DATASETS.TRAIN: ("voc_2007_trainval", "voc_2012_trainval")``);
+- ``shapes_train`` / ``shapes_val``: the synthetic default (:mod:`fpn_plugin.data.synthetic`),
+  cached in ``<datasets root>/shapes``;
+- :func:`register_builtin_under`, which re-registers the COCO and VOC detection splits under
+  another root (``DATASETS.ROOT`` in a config).
+
+The expected folder layout is in ``datasets/README.md``.
+"""
+import logging
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import builtin as d2_builtin
+from detectron2.data.datasets import load_voc_instances, register_coco_instances
+from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASS_NAMES
+from detectron2.data.datasets.pascal_voc import register_pascal_voc
+
+from .paths import datasets_root
+from .synthetic import ShapesSpec, register_shapes
+
+__all__ = ["VOC_SPLITS", "register_builtin_under", "register_voc_0712", "register_default_shapes"]
+
+logger = logging.getLogger(__name__)
+
+# detectron2's VOC splits, as in detectron2.data.datasets.builtin.register_all_pascal_voc.
+VOC_SPLITS = [
+    ("voc_2007_trainval", "VOC2007", "trainval"),
+    ("voc_2007_train", "VOC2007", "train"),
+    ("voc_2007_val", "VOC2007", "val"),
+    ("voc_2007_test", "VOC2007", "test"),
+    ("voc_2012_trainval", "VOC2012", "trainval"),
+    ("voc_2012_train", "VOC2012", "train"),
+    ("voc_2012_val", "VOC2012", "val"),
+]
+
+
+def _replace(name: str) -> None:
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+
+
+def register_voc_0712(root: str, name: str = "voc_0712_trainval") -> None:
+    """Register VOC2007 trainval + VOC2012 trainval under one name."""
+    _replace(name)
+    dirs = [os.path.join(root, "VOC2007"), os.path.join(root, "VOC2012")]
+    DatasetCatalog.register(
+        name,
+        lambda: [d for dirname in dirs for d in load_voc_instances(dirname, "trainval", VOC_CLASS_NAMES)],
+    )
+    # No "dirname": two folders. Evaluate on voc_2007_test, as the papers do.
+    MetadataCatalog.get(name).set(thing_classes=list(VOC_CLASS_NAMES), evaluator_type="pascal_voc")
+
+
+def register_builtin_under(root: str) -> None:
+    """Re-register detectron2's COCO and VOC detection splits (and 07+12) under ``root``.
+
+    detectron2 registers them once, at import, under ``$DETECTRON2_DATASETS``; a config's
+    ``DATASETS.ROOT`` moves them. Keypoint, panoptic, LVIS and Cityscapes splits stay where
+    detectron2 put them (set ``DETECTRON2_DATASETS`` to move those).
+    """
+    for name, (image_root, json_file) in d2_builtin._PREDEFINED_SPLITS_COCO["coco"].items():
+        _replace(name)
+        register_coco_instances(
+            name,
+            _get_builtin_metadata("coco"),
+            os.path.join(root, json_file) if "://" not in json_file else json_file,
+            os.path.join(root, image_root),
+        )
+    for name, dirname, split in VOC_SPLITS:
+        _replace(name)
+        year = 2007 if "2007" in name else 2012
+        register_pascal_voc(name, os.path.join(root, dirname), split, year)
+        MetadataCatalog.get(name).evaluator_type = "pascal_voc"
+    register_voc_0712(root)
+    logger.info("Registered the COCO and VOC detection splits under %s", root)
+
+
+def register_default_shapes(root: str = None, spec: ShapesSpec = ShapesSpec()) -> None:
+    """Register ``shapes_train`` / ``shapes_val`` with cache folder ``<root>/shapes``."""
+    register_shapes(os.path.join(root or datasets_root(), "shapes"), spec)
+
+
+# At import (``import fpn_plugin``): 07+12 and the shapes default, under the default root.
+register_voc_0712(datasets_root())
+register_default_shapes()

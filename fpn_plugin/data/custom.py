@@ -1,0 +1,159 @@
+"""Datasets declared in the config (``DATASETS.CUSTOM``), so one YAML describes an experiment.
+
+Example::
+
+    DATASETS:
+      CUSTOM:
+        masks_train: {FORMAT: coco, JSON: facemask/annotations/train.json, IMAGES: facemask/train}
+        voc_sub_train: {FORMAT: vocdevkit, DIR: VOCdevkit/VOC2007, SPLIT: train, YEAR: 2007}
+        parts_val: {FORMAT: voc_folder, DIR: parts/val}   # images and XMLs side by side
+      TRAIN: ("masks_train",)
+
+Keys of one dataset:
+
+- ``FORMAT``: ``coco`` (a COCO JSON and an image folder), ``vocdevkit`` (``Annotations/``,
+  ``JPEGImages/`` and ``ImageSets/Main/<SPLIT>.txt``) or ``voc_folder`` (a flat folder of
+  images and XMLs; ``ANNOTATIONS`` and ``IMAGES`` may name two folders instead of ``DIR``).
+- ``CLASSES``: the class names in contiguous-id order. Optional: by default they come from the
+  data (COCO categories by id; for VOC, the sorted names found in all the XML files of the
+  folder, not only of the split, so train and val agree).
+- ``YEAR`` (VOC): 2007 makes AP50 the VOC07 11-point metric (both are always reported).
+
+Relative paths are taken from the config file's folder, then from the datasets root. COCO
+data is registered with detectron2's ``register_coco_instances`` (which maps any category ids,
+e.g. 0..2, to contiguous ids); VOC data with :mod:`fpn_plugin.data.voc`, which keeps the
+``difficult`` flags the VOC evaluator needs.
+"""
+import json
+import logging
+import os
+from typing import Dict, List, Optional, Tuple
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+
+from .paths import datasets_root, resolve_path
+from .voc import load_voc_folder, load_vocdevkit, voc_class_names
+
+__all__ = ["FORMATS", "register_custom_datasets", "register_custom_dataset", "coco_class_names"]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("coco", "vocdevkit", "voc_folder")
+_REQUIRED = {"coco": ("JSON", "IMAGES"), "vocdevkit": ("DIR", "SPLIT"), "voc_folder": ()}
+
+
+def coco_class_names(json_file: str) -> Tuple[List[str], Dict[int, int]]:
+    """Category names and the id mapping, exactly as detectron2's ``load_coco_json`` makes them.
+
+    Returns:
+        (names ordered by category id, {dataset category id: contiguous id}).
+    """
+    with open(json_file) as f:
+        data = json.load(f)
+    cats = data.get("categories")
+    if not cats:
+        raise ValueError(f"{json_file} has no 'categories': a COCO detection JSON needs them.")
+    cats = sorted(cats, key=lambda c: c["id"])
+    return [c["name"] for c in cats], {c["id"]: i for i, c in enumerate(cats)}
+
+
+def _unregister(name: str) -> None:
+    # Re-registering the same name (a config loaded twice, a changed path) replaces it.
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+
+
+def register_custom_dataset(
+    name: str, spec: Dict, config_file: Optional[str] = None, root: Optional[str] = None
+) -> List[str]:
+    """Register one dataset described like an entry of ``DATASETS.CUSTOM``.
+
+    Args:
+        name: the dataset name, used in DATASETS.TRAIN / TEST.
+        spec: FORMAT and its keys (see the module docstring).
+        config_file: the config file the spec comes from, for relative paths.
+        root: the datasets root (default: :func:`fpn_plugin.data.paths.datasets_root`).
+
+    Returns:
+        The class names of the dataset.
+
+    Raises:
+        ValueError, FileNotFoundError: naming the dataset, the key and the fix.
+    """
+    root = root if root is not None else datasets_root()
+    spec = {str(k).upper(): v for k, v in dict(spec).items()}
+    fmt = str(spec.get("FORMAT", "")).lower()
+    key = f"DATASETS.CUSTOM.{name}"
+    if fmt not in FORMATS:
+        raise ValueError(f"{key}.FORMAT is {spec.get('FORMAT')!r}; use one of {list(FORMATS)}.")
+    missing = [k for k in _REQUIRED[fmt] if not spec.get(k)]
+    if fmt == "voc_folder" and not spec.get("DIR") and not spec.get("ANNOTATIONS"):
+        missing.append("DIR (or ANNOTATIONS and IMAGES)")
+    if missing:
+        raise ValueError(f"{key} (FORMAT {fmt}) needs {missing}.")
+    if name in DatasetCatalog.list() and not MetadataCatalog.get(name).get("fpn_plugin_custom"):
+        raise ValueError(
+            f"{key}: {name!r} is already a registered dataset (a builtin one?); choose another name."
+        )
+
+    def path(k):
+        return resolve_path(str(spec[k]), config_file, root, f"{key}.{k}")
+
+    listed = [str(c) for c in spec.get("CLASSES") or []]
+    _unregister(name)
+    if fmt == "coco":
+        json_file, images = path("JSON"), path("IMAGES")
+        classes, id_map = coco_class_names(json_file)
+        if listed and listed != classes:
+            raise ValueError(
+                f"{key}.CLASSES is {listed} but {json_file} has the categories {classes} (in "
+                "category-id order). Fix CLASSES, or remove it to take the names from the JSON."
+            )
+        register_coco_instances(name, {}, json_file, images)
+        # Known before the data is loaded, so NUM_CLASSES can be checked and the evaluator
+        # can map ids back (load_coco_json sets the same values again when it runs).
+        MetadataCatalog.get(name).set(thing_classes=classes, thing_dataset_id_to_contiguous_id=id_map)
+    else:
+        if fmt == "vocdevkit":
+            dirname, split = path("DIR"), str(spec["SPLIT"])
+            ann_dir = os.path.join(dirname, "Annotations")
+            # Classes from every XML of the folder, not only this split: train and val agree.
+            classes = listed or voc_class_names(
+                [os.path.join(ann_dir, f) for f in sorted(os.listdir(ann_dir)) if f.endswith(".xml")]
+            )
+            DatasetCatalog.register(name, lambda: load_vocdevkit(dirname, split, classes))
+            MetadataCatalog.get(name).set(dirname=dirname, split=split)
+        else:
+            ann_dir = path("ANNOTATIONS") if spec.get("ANNOTATIONS") else path("DIR")
+            img_dir = path("IMAGES") if spec.get("IMAGES") else ann_dir
+            classes = listed or voc_class_names(
+                [os.path.join(ann_dir, f) for f in sorted(os.listdir(ann_dir)) if f.endswith(".xml")]
+            )
+            DatasetCatalog.register(name, lambda: load_voc_folder(ann_dir, img_dir, None, classes))
+        meta = MetadataCatalog.get(name)
+        meta.set(thing_classes=list(classes), evaluator_type="pascal_voc")
+        if spec.get("YEAR"):
+            meta.set(year=int(spec["YEAR"]))
+    MetadataCatalog.get(name).set(fpn_plugin_custom=True)
+    logger.info("Registered %s (%s, %d classes: %s)", name, fmt, len(classes), classes)
+    return list(classes)
+
+
+def register_custom_datasets(cfg, config_file: Optional[str] = None) -> List[str]:
+    """Register every dataset of ``cfg.DATASETS.CUSTOM``.
+
+    Args:
+        cfg: a config with fpn_plugin's keys.
+        config_file: the YAML file ``cfg`` was loaded from, for relative paths.
+
+    Returns:
+        The names registered.
+    """
+    root = datasets_root(cfg)
+    custom = cfg.DATASETS.get("CUSTOM", {}) or {}
+    for name, spec in custom.items():
+        register_custom_dataset(name, spec, config_file, root)
+    return list(custom.keys())

@@ -1,0 +1,109 @@
+"""Register what a config needs, and make NUM_CLASSES follow the data.
+
+Call :func:`setup_datasets` after loading a config and before building the model::
+
+    cfg = get_cfg(); add_fpn_plugin_config(cfg); cfg.merge_from_file(path)
+    setup_datasets(cfg, config_file=path)
+"""
+import logging
+import os
+from typing import List, Optional
+
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .builtin import register_builtin_under
+from .custom import register_custom_datasets
+from .paths import datasets_root
+from .synthetic import ShapesSpec, register_shapes
+
+__all__ = ["setup_datasets", "register_datasets_from_config", "sync_num_classes",
+           "dataset_classes"]
+
+logger = logging.getLogger(__name__)
+
+
+def register_datasets_from_config(cfg, config_file: Optional[str] = None) -> None:
+    """Register the config's datasets: DATASETS.ROOT, DATASETS.SHAPES and DATASETS.CUSTOM."""
+    root = datasets_root(cfg)
+    if cfg.DATASETS.get("ROOT"):
+        register_builtin_under(root)
+    shapes = cfg.DATASETS.get("SHAPES")
+    if shapes is not None:
+        register_shapes(shapes.CACHE_DIR or os.path.join(root, "shapes"), ShapesSpec.from_config(cfg))
+    register_custom_datasets(cfg, config_file)
+
+
+def dataset_classes(name: str) -> List[str]:
+    """The class names of a registered dataset (from its metadata, else by loading it)."""
+    if name not in DatasetCatalog.list():
+        raise KeyError(
+            f"Dataset {name!r} is not registered. Declare it under DATASETS.CUSTOM, or use a "
+            f"builtin one (e.g. coco_2017_train, voc_2007_trainval, shapes_train)."
+        )
+    meta = MetadataCatalog.get(name)
+    if not meta.get("thing_classes"):
+        DatasetCatalog.get(name)  # COCO loaders set thing_classes when they run
+    classes = meta.get("thing_classes")
+    if not classes:
+        raise ValueError(f"Dataset {name!r} has no thing_classes metadata: its classes are unknown.")
+    return list(classes)
+
+
+def sync_num_classes(cfg) -> int:
+    """Make ``MODEL.ROI_HEADS.NUM_CLASSES`` (and RetinaNet's) follow the data.
+
+    Every dataset of DATASETS.TRAIN and DATASETS.TEST must have the same classes. If
+    NUM_CLASSES is detectron2's default (80, "not set"), it is set to the data's number;
+    any other value that differs from the data is an error that gives both numbers.
+
+    Returns:
+        The number of classes.
+    """
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    if not names:
+        return cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    classes = {name: dataset_classes(name) for name in names}
+    first = names[0]
+    for name in names[1:]:
+        if classes[name] != classes[first]:
+            raise ValueError(
+                f"Datasets {first!r} and {name!r} have different classes: {classes[first]} "
+                f"vs {classes[name]}. A model has one set of classes: list the same CLASSES for "
+                "both in DATASETS.CUSTOM (their order gives the ids)."
+            )
+    num = len(classes[first])
+    default = get_cfg()
+    heads = [("MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS, default.MODEL.ROI_HEADS)]
+    if cfg.MODEL.META_ARCHITECTURE == "RetinaNet":
+        heads = [("MODEL.RETINANET.NUM_CLASSES", cfg.MODEL.RETINANET, default.MODEL.RETINANET)]
+    for key, node, default_node in heads:
+        if node.NUM_CLASSES == num:
+            continue
+        if node.NUM_CLASSES != default_node.NUM_CLASSES:
+            raise ValueError(
+                f"{key} is {node.NUM_CLASSES} but the data ({', '.join(names)}) has {num} "
+                f"classes: {classes[first]}. Set {key}: {num}, or remove it from the config "
+                "to follow the data."
+            )
+        was_frozen = cfg.is_frozen()
+        cfg.defrost()
+        node.NUM_CLASSES = num
+        if was_frozen:
+            cfg.freeze()
+        logger.info("%s set to %d, the number of classes of %s.", key, num, first)
+    return num
+
+
+def setup_datasets(cfg, config_file: Optional[str] = None) -> int:
+    """Register the config's datasets and make NUM_CLASSES follow them.
+
+    Args:
+        cfg: a config with fpn_plugin's keys (``add_fpn_plugin_config``), merged.
+        config_file: the YAML it was loaded from, for relative dataset paths.
+
+    Returns:
+        The number of classes.
+    """
+    register_datasets_from_config(cfg, config_file)
+    return sync_num_classes(cfg)
