@@ -6,6 +6,7 @@ compat.apply()
 
 # Imported for their registrations in detectron2's registries.
 from . import modeling  # noqa: E402,F401
+from . import checkpoint  # noqa: E402,F401  (torchvision:// in MODEL.WEIGHTS)
 from . import data  # noqa: E402,F401  (datasets: voc_0712_trainval, shapes_*)
 from .config import add_fpn_plugin_config  # noqa: E402,F401
 
