@@ -45,6 +45,7 @@ VGG16_PIXEL_FORMATS = {
 _KEY = re.compile(r"^(features|classifier)\.(\d+)\.(\w+)$")
 # Conv count of torchvision's plain VGGs, to name the architecture of a wrong file.
 _VGG_BY_CONV_COUNT = {8: "VGG11", 10: "VGG13", 13: "VGG16", 16: "VGG19"}
+_BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 _FIX = (
     "Use torchvision's plain vgg16 ImageNet weights (torchvision.models.VGG16_Weights."
     "IMAGENET1K_V1, 'torchvision://vgg16') or the Caffe vgg16_caffe.pth."
@@ -74,19 +75,26 @@ def vgg16_pixel_mismatches(cfg, flavor: str) -> List[str]:
         VGG16 weights expect [58.395, 57.12, 57.375]"``); empty when all match.
     """
     if flavor not in VGG16_PIXEL_FORMATS:
-        raise ValueError(f"Unknown VGG16 weights flavor {flavor!r}: use one of {list(VGG16_PIXEL_FORMATS)}.")
+        raise ValueError(
+            f"Unknown VGG16 weights flavor {flavor!r}: use one of {list(VGG16_PIXEL_FORMATS)}."
+        )
     problems = []
     for key, expected in VGG16_PIXEL_FORMATS[flavor].items():
         value = cfg
         for part in key.split("."):
             value = getattr(value, part)
-        same = value == expected if isinstance(expected, str) else np.allclose(value, expected, atol=1e-3)
+        if isinstance(expected, str):
+            same = value == expected
+        else:
+            same = len(value) == len(expected) and np.allclose(value, expected, atol=1e-3)
         if not same:
             problems.append(f"{key} is {value!r}, but {flavor} VGG16 weights expect {expected!r}")
     return problems
 
 
-def vgg16_to_plugin(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+def vgg16_to_plugin(
+    state_dict: Mapping[str, torch.Tensor], model: nn.Module
+) -> Dict[str, torch.Tensor]:
     """Rename a torchvision-layout VGG16 state dict to ``model``'s parameter names.
 
     The conv layers go to every :class:`VGG16` in ``model`` (``backbone.`` for
@@ -152,7 +160,8 @@ def vgg16_to_plugin(state_dict: Mapping[str, torch.Tensor], model: nn.Module) ->
 def _check_vgg16_state_dict(state_dict: Mapping[str, object]) -> Dict[str, torch.Tensor]:
     """Raise a ValueError naming what is not VGG16 in ``state_dict``; return it as tensors."""
     if not isinstance(state_dict, Mapping) or not state_dict:
-        raise ValueError(f"VGG16 weights must be a non-empty state dict (a Mapping), got {type(state_dict).__name__}.")
+        got = "an empty one" if isinstance(state_dict, Mapping) else type(state_dict).__name__
+        raise ValueError(f"VGG16 weights must be a non-empty state dict (a Mapping), got {got}.")
     foreign = [k for k in state_dict if not (isinstance(k, str) and _KEY.match(k))]
     if foreign:
         raise ValueError(
@@ -161,18 +170,20 @@ def _check_vgg16_state_dict(state_dict: Mapping[str, object]) -> Dict[str, torch
             "the weights (a 'state_dict' or 'model' entry), pass that entry. " + _FIX
         )
     weights = {k: torch.as_tensor(v) for k, v in state_dict.items()}
-    bn = sorted(k for k in weights if k.split(".")[-1] in ("running_mean", "running_var", "num_batches_tracked"))
+    bn = sorted(k for k in weights if k.split(".")[-1] in _BN_BUFFERS)
     if bn:
         raise ValueError(
             f"These are weights of a VGG with batch norm (vgg16_bn or similar: {bn[0]}, ...), "
             "but fpn_plugin's VGG16 is the plain VGG16 of the Faster R-CNN paper, without batch "
             "norm. " + _FIX
         )
-    convs = sorted({int(_KEY.match(k).group(2)) for k in weights if k.startswith("features.") and weights[k].dim() == 4})
+    conv_keys = [k for k, v in weights.items() if k.startswith("features.") and v.dim() == 4]
+    convs = sorted({int(k.split(".")[1]) for k in conv_keys})
     if not convs:
-        kept = sorted(k for k in weights if k.startswith("classifier."))
+        kept = sorted(weights)
+        only = "only the classifier " if all(k.startswith("classifier.") for k in kept) else ""
         raise ValueError(
-            f"These VGG weights hold only the classifier ({', '.join(kept[:6])}): no conv layer "
+            f"These VGG weights hold {only}({', '.join(kept[:6])}) and no conv layer "
             "(features.N.weight), so the VGG16 backbone would stay randomly initialised. " + _FIX
         )
     if tuple(convs) != VGG16_CONV_INDICES:
@@ -185,6 +196,7 @@ def _check_vgg16_state_dict(state_dict: Mapping[str, object]) -> Dict[str, torch
     odd = sorted(set(k for k in weights if k.startswith("features.")) ^ expected)
     if odd:
         raise ValueError(
-            f"VGG16 conv weights do not match torchvision's vgg16: unexpected or missing {odd[:6]}. " + _FIX
+            "VGG16 conv weights do not match torchvision's vgg16: unexpected or missing "
+            f"{odd[:6]}. " + _FIX
         )
     return weights

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 # torchvision's vgg16 "D" configuration: channels per conv, "M" for a 2x2 max-pool.
-_VGG16_PLAN = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+_VGG16_PLAN = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M"] + [512, 512, 512, "M"] * 2
 # Index in ``features`` of each of the 13 convs (conv1_1 .. conv5_3), as in torchvision.
 VGG16_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 # Index in torchvision's ``classifier`` of fc6 and fc7 (classifier.6 is ImageNet's fc8).
@@ -78,7 +78,7 @@ def _make_features(num_layers: int) -> nn.Sequential:
 
 
 class VGG16(Backbone):
-    """VGG16's conv body (``conv1_1`` .. ``conv5_3``, optionally ``pool5``) as a detectron2 backbone.
+    """VGG16's conv body (``conv1_1`` .. ``conv5_3``, optionally ``pool5``), a detectron2 Backbone.
 
     Computes exactly what torchvision's ``vgg16().features[:n]`` computes; only the layers up to
     the last requested feature are built.
