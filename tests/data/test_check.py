@@ -1,0 +1,125 @@
+"""The dataset check finds each planted problem, with its file and index."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+import fpn_plugin  # noqa: F401
+from fpn_plugin.data.check import check_coco, check_voc, draw_ground_truth, main
+
+
+def _image(path, w=64, h=48):
+    cv2.imwrite(str(path), np.full((h, w, 3), 90, np.uint8))
+
+
+@pytest.fixture()
+def coco_with_problems(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        _image(images / f"ok{i}.png")
+    (images / "broken.jpg").write_bytes(b"this is not a jpeg")
+    _image(images / "small.png", w=32, h=32)  # the JSON says 64x48
+    data = {
+        "images": [
+            {"id": 0, "file_name": "ok0.png", "width": 64, "height": 48},
+            {"id": 1, "file_name": "ok1.png", "width": 64, "height": 48},
+            {"id": 2, "file_name": "missing.png", "width": 64, "height": 48},
+            {"id": 3, "file_name": "broken.jpg", "width": 64, "height": 48},
+            {"id": 1, "file_name": "ok2.png", "width": 64, "height": 48},  # duplicate image id
+            {"id": 5, "file_name": "small.png", "width": 64, "height": 48},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 0, "category_id": 0, "bbox": [5, 5, 20, 20], "iscrowd": 0},
+            {"id": 2, "image_id": 0, "category_id": 1, "bbox": [50, 30, 30, 10], "iscrowd": 0},  # outside
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [10, 10, 0, 12], "iscrowd": 0},  # zero area
+            {"id": 4, "image_id": 1, "category_id": 7, "bbox": [10, 10, 5, 5], "iscrowd": 0},  # unknown cat
+            {"id": 4, "image_id": 1, "category_id": 0, "bbox": [1, 1, 5, 5], "iscrowd": 0},  # dup ann id
+            {"id": 6, "image_id": 99, "category_id": 0, "bbox": [1, 1, 5, 5], "iscrowd": 0},  # unknown image
+        ],
+        "categories": [{"id": 0, "name": "cat"}, {"id": 1, "name": "dog"}],
+    }
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(data))
+    return str(path), str(images)
+
+
+def test_coco_planted_problems(coco_with_problems):
+    json_file, images = coco_with_problems
+    report = check_coco(json_file, images)
+    found = {(p.kind, p.where) for p in report.problems}
+    assert found == {
+        ("duplicate id", "images[4]"),
+        ("missing image", "image id 2"),
+        ("unreadable image", "image id 3"),
+        ("image size mismatch", "image id 5"),
+        ("box outside image", "annotations[1] (id 2)"),
+        ("zero-area box", "annotations[2] (id 3)"),
+        ("unknown category", "annotations[3] (id 4)"),
+        ("duplicate id", "annotations[4] (id 4)"),
+        ("unknown image", "annotations[5] (id 6)"),
+    }
+    assert all(p.file == json_file for p in report.problems)
+    assert "missing.png" in next(p.message for p in report.problems if p.kind == "missing image")
+    assert (report.num_images, report.num_boxes) == (5, 4)
+    assert report.class_histogram == {"cat": 2, "dog": 2}
+    assert report.id_mapping == ["category id 0 ('cat') -> 0", "category id 1 ('dog') -> 1"]
+    text = report.format()
+    assert "problems: 9" in text and "unknown category: 1" in text
+
+
+def test_voc_planted_problems(tmp_path):
+    folder = tmp_path / "voc"
+    folder.mkdir()
+
+    def xml(name, objects, w=64, h=48, filename=None):
+        objs = "".join(
+            f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin>"
+            f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+            for n, b, d in objects)
+        (folder / f"{name}.xml").write_text(
+            f"<annotation><filename>{filename or name + '.jpg'}</filename><size><width>{w}</width>"
+            f"<height>{h}</height></size>{objs}</annotation>")
+
+    xml("a", [("cat", (1, 1, 64, 48), 0), ("dog", (10, 10, 70, 20), 1), ("cat", (30, 30, 30, 40), 0)])
+    _image(folder / "a.jpg")
+    xml("b", [("horse", (5, 5, 20, 20), 0)])
+    _image(folder / "b.jpg")
+    xml("c", [("cat", (5, 5, 20, 20), 0)])  # its image is missing
+    (folder / "d.xml").write_text("<annotation><object>")  # malformed
+    report = check_voc(str(folder), str(folder), None, ["cat", "dog"])
+    found = {(p.kind, os.path.basename(p.file), p.where) for p in report.problems}
+    assert found == {
+        ("box outside image", "a.xml", "object 1 ('dog')"),
+        ("zero-area box", "a.xml", "object 2 ('cat')"),
+        ("unknown category", "b.xml", "object 0 ('horse')"),
+        ("missing image", "c.xml", "image"),
+        ("malformed file", "d.xml", "-"),
+    }
+    assert report.difficult == 1 and report.num_boxes == 4
+    # Duplicate ids in an image-set list.
+    report = check_voc(str(folder), str(folder), ["a", "b", "a"], None, list_file="train.txt")
+    assert [(p.kind, p.file, p.where) for p in report.problems if p.kind == "duplicate id"] == [
+        ("duplicate id", "train.txt", "image id 'a'")]
+
+
+def test_cli_draws_ground_truth_and_fails_on_problems(coco_with_problems, tmp_path, capsys):
+    json_file, images = coco_with_problems
+    out = tmp_path / "drawn"
+    assert main(["--coco", json_file, images, "--output", str(out), "--draw", "2"]) == 1
+    text = capsys.readouterr().out
+    assert "images: 5   boxes: 4" in text and "[unknown image]" in text
+    assert "ground truth drawn on 2 image(s)" in text
+    drawn = cv2.imread(str(out / "ok0_gt.png"))
+    assert drawn is not None and (drawn != 90).any()  # boxes were drawn on the grey image
+
+
+def test_clean_dataset_passes(tmp_path, capsys):
+    from fpn_plugin.data import ShapesSpec, ensure_shapes
+
+    folder = ensure_shapes(str(tmp_path), ShapesSpec(1, 3, 2, 64, 64))
+    report = check_coco(os.path.join(folder, "val.json"), folder)
+    assert report.problems == [] and report.num_images == 2
+    assert len(draw_ground_truth(report, str(tmp_path / "gt"))) == 2
