@@ -53,6 +53,43 @@ def _add_vgg_keys(_C: CN) -> None:
 
 def _add_engine_keys(_C: CN) -> None:
     """Training engine: hooks, schedules, precision (fpn_plugin.engine)."""
+    # Total images per optimizer step that BASE_LR, MAX_ITER, STEPS, WARMUP_ITERS and the
+    # periods were written for; 0 means SOLVER.IMS_PER_BATCH (the config's own batch).
+    _C.SOLVER.REFERENCE_BATCH_SIZE = 0
+    # Images per device per forward pass; 0 means IMS_PER_BATCH / number of processes.
+    _C.SOLVER.IMS_PER_DEVICE = 0
+    # Forward/backward passes summed into one optimizer step (one iteration).
+    _C.SOLVER.ACCUMULATION_STEPS = 1
+    # How BASE_LR follows the batch when it differs from the reference: linear, sqrt or none.
+    _C.SOLVER.LR_SCALING = "linear"
+    # When > 0, train this many epochs: MAX_ITER is computed from the training set size.
+    _C.SOLVER.EPOCHS = 0.0
+    # With EPOCHS: LR decay points in epochs (empty: STEPS keep their fraction of MAX_ITER).
+    _C.SOLVER.STEPS_EPOCHS = ()
+    # With SOLVER.AMP.ENABLED: "auto" (fp16 on CUDA, bf16 on CPU), "fp16" or "bf16".
+    _C.SOLVER.AMP.PRECISION = "auto"
+    # Metric that picks model_best.pth at each evaluation, e.g. "bbox/AP50"; "" = off.
+    _C.TEST.BEST_CHECKPOINT = CN()
+    _C.TEST.BEST_CHECKPOINT.METRIC = ""
+    # "max" when higher is better (AP), "min" when lower is better (a loss).
+    _C.TEST.BEST_CHECKPOINT.MODE = "max"
+    _C.TEST.EARLY_STOPPING = CN()
+    # Evaluations without an improvement before training stops; 0 = off.
+    _C.TEST.EARLY_STOPPING.PATIENCE = 0
+    # An improvement must beat the best value by more than this.
+    _C.TEST.EARLY_STOPPING.MIN_DELTA = 0.0
+    # Metric watched; "" means TEST.BEST_CHECKPOINT.METRIC.
+    _C.TEST.EARLY_STOPPING.METRIC = ""
+    # "max" or "min"; as for TEST.BEST_CHECKPOINT.MODE.
+    _C.TEST.EARLY_STOPPING.MODE = "max"
+    _C.TEST.VAL_LOSS = CN()
+    # Registered datasets whose losses (no gradients) are logged as val/<loss>; () = off.
+    _C.TEST.VAL_LOSS.DATASETS = ()
+    # Iterations between validation losses; 0 means TEST.EVAL_PERIOD.
+    _C.TEST.VAL_LOSS.PERIOD = 0
+    _C.TEST.PLOTS = CN()
+    # PNG plots of losses, LR and metrics in OUTPUT_DIR/plots, at each evaluation and the end.
+    _C.TEST.PLOTS.ENABLED = True
 
 
 def _add_data_keys(_C: CN) -> None:

@@ -1,0 +1,87 @@
+"""A training data loader whose order can be restored on resume.
+
+detectron2's training samplers draw an infinite, seeded stream of indices, and each process
+takes every ``world_size``-th one. Restarting a run restarts that stream, so a resumed run
+would see the first images again. :class:`ResumableSampler` skips the indices the previous run
+consumed. The order is exact when batches are formed in sampler order (aspect-ratio grouping
+may hold back a few images across the resume point when images have both orientations).
+"""
+import itertools
+import operator
+
+import torch
+import torch.utils.data as torchdata
+from detectron2.data import DatasetMapper
+from detectron2.data.build import _train_loader_from_config, trivial_batch_collator, worker_init_reset_seed
+from detectron2.data.common import AspectRatioGroupedDataset, MapDataset, ToIterableDataset
+from detectron2.utils import comm
+
+__all__ = ["ResumableSampler", "build_resumable_train_loader"]
+
+
+class ResumableSampler(torchdata.Sampler):
+    """Wraps a detectron2 training sampler (``TrainingSampler``, ``RepeatFactorTrainingSampler``
+    ...) so that it can start after the indices already consumed.
+
+    Attributes:
+        consumed (int): indices this process has already taken; set it before iterating.
+        seed (int): the seed of the index stream (saved in checkpoints, restored on resume).
+    """
+
+    def __init__(self, sampler):
+        if not hasattr(sampler, "_infinite_indices"):
+            raise TypeError(
+                f"{type(sampler).__name__} has no infinite index stream (_infinite_indices); "
+                "use a detectron2 training sampler (DATALOADER.SAMPLER_TRAIN)."
+            )
+        self.sampler = sampler
+        # The DataLoader draws its workers' base seed from this generator rather than from
+        # torch's global one, whose state belongs to the model's random sampling.
+        self.generator = torch.Generator()
+        self.start_at(0)
+
+    def start_at(self, consumed: int) -> None:
+        """Make the next iteration start after ``consumed`` indices of this process."""
+        self.consumed = int(consumed)
+        self.generator.manual_seed(self.seed * 1000003 + self.consumed)
+
+    @property
+    def seed(self) -> int:
+        return self.sampler._seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        self.sampler._seed = int(value)
+        self.start_at(self.consumed)
+
+    def __iter__(self):
+        rank, world = comm.get_rank(), comm.get_world_size()
+        yield from itertools.islice(
+            self.sampler._infinite_indices(), rank + self.consumed * world, None, world
+        )
+
+
+def build_resumable_train_loader(cfg, mapper=None):
+    """Like ``build_detection_train_loader(cfg)``, with a :class:`ResumableSampler`.
+
+    Returns:
+        (loader, sampler, number of training images)
+    """
+    kwargs = _train_loader_from_config(cfg, mapper=mapper or DatasetMapper(cfg, True))
+    dataset = MapDataset(kwargs["dataset"], kwargs["mapper"])
+    sampler = ResumableSampler(kwargs["sampler"])
+    batch_size = kwargs["total_batch_size"] // comm.get_world_size()
+    iterable = ToIterableDataset(dataset, sampler)
+    common = dict(
+        num_workers=kwargs["num_workers"],
+        worker_init_fn=worker_init_reset_seed,
+        generator=sampler.generator,
+    )
+    if kwargs["aspect_ratio_grouping"]:
+        loader = torchdata.DataLoader(iterable, collate_fn=operator.itemgetter(0), **common)
+        loader = AspectRatioGroupedDataset(loader, batch_size)
+    else:
+        loader = torchdata.DataLoader(
+            iterable, batch_size=batch_size, drop_last=True, collate_fn=trivial_batch_collator, **common
+        )
+    return loader, sampler, len(kwargs["dataset"])

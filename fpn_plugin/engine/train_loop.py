@@ -1,0 +1,152 @@
+"""One training step: gradient accumulation, mixed precision and a check for divergence."""
+import contextlib
+import math
+import time
+
+import torch
+import torch.distributed as dist
+from detectron2.engine import SimpleTrainer, TrainerBase
+from detectron2.utils import comm
+from torch.nn.parallel import DistributedDataParallel
+
+from .precision import Precision
+from .rng import preserve_rng_state
+
+__all__ = ["AccumulatingTrainer", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term or a gradient is NaN or infinite.
+
+    Attributes:
+        iteration (int): the iteration that produced it.
+        lr (float): the learning rate of that iteration.
+        loss_terms (dict[str, float]): the loss terms (averaged over the micro-batches so far).
+        where (str): "loss" or "gradients".
+    """
+
+    def __init__(self, iteration: int, lr: float, loss_terms: dict, where: str):
+        self.iteration, self.lr, self.loss_terms, self.where = iteration, lr, loss_terms, where
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in loss_terms.items())
+        super().__init__(f"non-finite {where} at iteration {iteration} (lr {lr:.4g}): {terms}")
+
+
+def _all_ranks_agree(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is True on every process (a no-op with one process).
+
+    All processes must decide together to stop: a process that stops alone leaves the others
+    waiting forever in the gradient all-reduce.
+    """
+    if comm.get_world_size() == 1:
+        return flag
+    t = torch.tensor([0.0 if flag else 1.0], device=device)
+    dist.all_reduce(t)
+    return t.item() == 0.0
+
+
+class AccumulatingTrainer(SimpleTrainer):
+    """detectron2's ``SimpleTrainer`` with accumulation, precision and a divergence check.
+
+    One iteration (one optimizer step, one LR-scheduler step) runs ``accumulation_steps``
+    forward/backward passes over consecutive batches and sums their gradients, each loss
+    divided by ``accumulation_steps``: with losses that are means over the images of a batch,
+    ``k`` passes of ``b`` images give the gradients of one pass of ``k*b`` images.
+
+    Before each backward pass, and on the summed gradients before the optimizer step, the
+    values are checked; a NaN or inf raises :class:`NonFiniteLossError` before the weights
+    change, so the model and the checkpoints keep the last finite weights.
+
+    Args:
+        model, data_loader, optimizer: as for ``SimpleTrainer``.
+        accumulation_steps (int): forward/backward passes per optimizer step.
+        precision (Precision): autocast and loss scaling; fp32 when None.
+    """
+
+    def __init__(self, model, data_loader, optimizer, accumulation_steps=1, precision=None):
+        # Not SimpleTrainer.__init__: it starts the data loader iterator at once (workers and
+        # all), which a resume would have to throw away to restart the data order.
+        TrainerBase.__init__(self)
+        model.train()
+        self.model = model
+        self.data_loader = data_loader
+        self.optimizer = optimizer
+        self.accumulation_steps = int(accumulation_steps)
+        self.precision = precision or Precision("fp32", "cpu")
+        self._data_iter = None
+
+    @property
+    def _data_loader_iter(self):
+        if self._data_iter is None:
+            # Creating a loader's iterator draws a seed from torch's global generator;
+            # fenced off so that a resumed run draws the same training random numbers.
+            with preserve_rng_state():
+                self._data_iter = iter(self.data_loader)
+        return self._data_iter
+
+    def reset_data_loader(self) -> None:
+        """Start the data loader anew at the next step (after its sampler was moved)."""
+        self._data_iter = None
+
+    def _lr(self) -> float:
+        return max(g["lr"] for g in self.optimizer.param_groups)
+
+    def run_step(self):
+        assert self.model.training, "[AccumulatingTrainer] model was changed to eval mode!"
+        k = self.accumulation_steps
+        data_time = 0.0
+        totals = {}
+        self.optimizer.zero_grad()
+        for i in range(k):
+            start = time.perf_counter()
+            data = next(self._data_loader_iter)
+            data_time += time.perf_counter() - start
+            # DDP all-reduces the gradients on every backward; only the last pass needs it.
+            last = i == k - 1
+            sync = (
+                self.model.no_sync()
+                if not last and isinstance(self.model, DistributedDataParallel)
+                else contextlib.nullcontext()
+            )
+            with sync:
+                with self.precision.autocast():
+                    try:
+                        loss_dict = self.model(data)
+                    except FloatingPointError as e:
+                        # detectron2's own checks (e.g. "Predicted boxes or scores contain
+                        # Inf/NaN") see divergence first when the weights already are NaN.
+                        raise NonFiniteLossError(
+                            self.iter, self._lr(), {n: v.item() * k / max(i, 1) for n, v in totals.items()},
+                            f"model outputs ({e})",
+                        ) from e
+                    if isinstance(loss_dict, torch.Tensor):
+                        loss_dict = {"total_loss": loss_dict}
+                    losses = sum(loss_dict.values())
+                for name, value in loss_dict.items():
+                    totals[name] = totals.get(name, 0.0) + value.detach().float() / k
+                finite = bool(torch.isfinite(losses.detach()).all())
+                if not _all_ranks_agree(finite, losses.device):
+                    raise NonFiniteLossError(
+                        self.iter, self._lr(), {n: v.item() * k / (i + 1) for n, v in totals.items()}, "loss"
+                    )
+                self.precision.backward(losses / k)
+
+        self._write_metrics(totals, data_time)
+
+        # With fp16 the grad scaler skips steps with inf gradients (that is how it finds its
+        # scale); a diverging fp16 run shows up as a non-finite loss instead.
+        if self.precision.grad_scaler is None:
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if grads and not math.isfinite(float(torch.nn.utils.get_total_norm(grads))):
+                raise NonFiniteLossError(
+                    self.iter, self._lr(), {n: v.item() for n, v in totals.items()}, "gradients"
+                )
+        self.precision.step(self.optimizer)
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret.update(self.precision.state_dict())
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.precision.load_state_dict(state_dict)

@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+"""Train or evaluate a detector with fpn_plugin: detectron2's ``tools/train_net.py`` conventions.
+
+    python train_net.py --config-file configs/fpn_r50.yaml                 # train
+    python train_net.py --config-file configs/fpn_r50.yaml --resume        # continue OUTPUT_DIR
+    python train_net.py --config-file configs/fpn_r50.yaml MODEL.WEIGHTS w.pth  # fine-tune
+    python train_net.py --config-file configs/fpn_r50.yaml --eval-only MODEL.WEIGHTS w.pth
+    python train_net.py --num-gpus 8 --config-file ...                     # 8 GPUs (or CPU processes)
+"""
+import fpn_plugin  # noqa: F401  (first: detectron2 compatibility fixes)
+from detectron2.engine import default_argument_parser
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+
+from fpn_plugin.engine import Trainer, launch
+from fpn_plugin.engine.setup import config_device, setup_cfg
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        Trainer.build_checkpointer(cfg, model).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+        device=config_device(args),
+    )
