@@ -60,7 +60,9 @@ class TorchvisionHandler(PathHandler):
     def _get_supported_prefixes(self):
         return [PREFIX]
 
-    def _get_local_path(self, path: str, **kwargs) -> str:
+    def _get_local_path(self, path: str, force: bool = False, **kwargs) -> str:
+        # `force` (re-download) is iopath's option for URLs; a cached torchvision file never
+        # changes (its name carries its hash), so it is accepted and ignored.
         self._check_kwargs(kwargs)
         name = path[len(PREFIX):]
         weights_name, url = resolve_torchvision_name(name)

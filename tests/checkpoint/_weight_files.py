@@ -19,11 +19,12 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+def randomise(model: nn.Module, seed: int = 0, weights: bool = True) -> nn.Module:
     """Give every parameter and every (Frozen)BatchNorm statistic a random, non-trivial value.
 
     Scales keep activations finite through deep networks: He-normal weights, small biases,
-    BN scales around 1 and positive variances.
+    BN scales around 1 and positive variances. ``weights=False`` keeps the (already random)
+    initial weights of layers other than norms, which is faster for big networks.
     """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -36,6 +37,8 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
                 module.running_var.copy_(torch.rand(n, generator=g) + 0.5)
                 continue
             for name, p in module.named_parameters(recurse=False):
+                if not weights and p.dim() > 1:
+                    continue
                 if p.dim() > 1:
                     fan_in = p[0].numel()
                     p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
@@ -45,7 +48,9 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def torchvision_resnet(depth: int, seed: int = 0) -> nn.Module:
-    return randomise(getattr(torchvision.models, f"resnet{depth}")(weights=None), seed).eval()
+    # torchvision draws the conv and fc weights at random already; norms and biases get theirs here.
+    model = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+    return randomise(model, seed, weights=False).eval()
 
 
 def save_torchvision_resnet(path: Path, depth: int, seed: int = 0) -> dict:
