@@ -247,7 +247,9 @@ def check_dataset(name: str, check_images: bool = True, num_samples: int = 4) ->
     elif meta.get("dirname") and meta.get("split"):
         from .voc import read_image_set
 
-        list_file = os.path.join(meta.dirname, "ImageSets", "Main", meta.split + ".txt")
+        from .voc import image_set_path
+
+        list_file = image_set_path(meta.dirname, meta.split)
         report = check_voc(os.path.join(meta.dirname, "Annotations"),
                            os.path.join(meta.dirname, "JPEGImages"), read_image_set(list_file),
                            meta.get("thing_classes"), check_images, num_samples, list_file)

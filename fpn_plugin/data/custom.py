@@ -12,7 +12,7 @@ Example::
 Keys of one dataset:
 
 - ``FORMAT``: ``coco`` (a COCO JSON and an image folder), ``vocdevkit`` (``Annotations/``,
-  ``JPEGImages/`` and ``ImageSets/Main/<SPLIT>.txt``) or ``voc_folder`` (a flat folder of
+  ``JPEGImages/`` and ``ImageSets/Main/<SPLIT>.txt``; SPLIT may also be a ``.txt`` list file) or ``voc_folder`` (a flat folder of
   images and XMLs; ``ANNOTATIONS`` and ``IMAGES`` may name two folders instead of ``DIR``).
 - ``CLASSES``: the class names in contiguous-id order. Optional: by default they come from the
   data (COCO categories by id; for VOC, the sorted names found in all the XML files of the
@@ -119,6 +119,8 @@ def register_custom_dataset(
     else:
         if fmt == "vocdevkit":
             dirname, split = path("DIR"), str(spec["SPLIT"])
+            if split.endswith(".txt"):  # a list file of one's own, e.g. a subset
+                split = path("SPLIT")
             ann_dir = os.path.join(dirname, "Annotations")
             # Classes from every XML of the folder, not only this split: train and val agree.
             classes = listed or voc_class_names(

@@ -18,6 +18,7 @@ __all__ = [
     "voc_class_names",
     "load_voc_folder",
     "load_vocdevkit",
+    "image_set_path",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
@@ -187,6 +188,14 @@ def load_voc_folder(
     return dicts
 
 
+def image_set_path(dirname: str, split: str) -> str:
+    """The list file of a split: ``<dirname>/ImageSets/Main/<split>.txt``, or ``split`` itself
+    when it is a path ending in ``.txt``."""
+    if split.endswith(".txt"):
+        return split
+    return os.path.join(dirname, "ImageSets", "Main", split + ".txt")
+
+
 def load_vocdevkit(
     dirname: str, split: str, class_names: Optional[Sequence[str]] = None
 ) -> List[Dict]:
@@ -194,10 +203,11 @@ def load_vocdevkit(
 
     Args:
         dirname: e.g. ``datasets/VOC2007``.
-        split: the list in ``ImageSets/Main``, e.g. "trainval" or "test".
+        split: the list in ``ImageSets/Main``, e.g. "trainval" or "test"; or the path of a
+            ``.txt`` list of image ids anywhere (a subset of your own).
         class_names: as for :func:`load_voc_folder`.
     """
-    ids = read_image_set(os.path.join(dirname, "ImageSets", "Main", split + ".txt"))
+    ids = read_image_set(image_set_path(dirname, split))
     return load_voc_folder(
         os.path.join(dirname, "Annotations"), os.path.join(dirname, "JPEGImages"), ids, class_names
     )
