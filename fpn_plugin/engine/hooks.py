@@ -11,7 +11,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .rng import preserve_rng_state
 
-__all__ = ["LRScheduler", "EarlyStopping", "ValidationLoss", "PlotCurves", "is_eval_iteration"]
+__all__ = [
+    "LRScheduler",
+    "EarlyStopping",
+    "ValidationLoss",
+    "PlotCurves",
+    "PeriodicWriter",
+    "is_eval_iteration",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +229,31 @@ class PlotCurves(HookBase):
 
     def after_train(self):
         self._write()
+
+
+class PeriodicWriter(d2_hooks.PeriodicWriter):
+    """detectron2's PeriodicWriter, also writing right after each evaluation.
+
+    detectron2's ``JSONWriter`` writes only the latest value of each scalar: with an
+    evaluation (or validation loss) period shorter than the writer's, the results of all but
+    the last evaluation between two writes would never reach ``metrics.json``.
+
+    Args:
+        writers, period: as detectron2's.
+        eval_periods (list[int]): periods of the hooks whose results must all be written.
+    """
+
+    def __init__(self, writers, period=20, eval_periods=()):
+        super().__init__(writers, period)
+        self._eval_periods = [p for p in eval_periods if p > 0]
+
+    def after_step(self):
+        it = self.trainer.iter
+        if (it + 1) % self._period == 0 or it == self.trainer.max_iter - 1 or any(
+            is_eval_iteration(self.trainer, p) for p in self._eval_periods
+        ):
+            for writer in self._writers:
+                writer.write()
 
 
 BestCheckpointer = d2_hooks.BestCheckpointer  # detectron2 0.6 has it; re-exported for one import

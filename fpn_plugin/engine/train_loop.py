@@ -19,16 +19,18 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term or a gradient is NaN or infinite.
 
     Attributes:
+        detail (str): what detected it, when not the loss check itself.
         iteration (int): the iteration that produced it.
         lr (float): the learning rate of that iteration.
         loss_terms (dict[str, float]): the loss terms (averaged over the micro-batches so far).
         where (str): "loss" or "gradients".
     """
 
-    def __init__(self, iteration: int, lr: float, loss_terms: dict, where: str):
+    def __init__(self, iteration: int, lr: float, loss_terms: dict, where: str, detail: str = ""):
         self.iteration, self.lr, self.loss_terms, self.where = iteration, lr, loss_terms, where
+        self.detail = detail
         terms = ", ".join(f"{k}={v:.4g}" for k, v in loss_terms.items())
-        super().__init__(f"non-finite {where} at iteration {iteration} (lr {lr:.4g}): {terms}")
+        super().__init__(f"non-finite {where} at iteration {iteration} (lr {lr:.4g}): {terms} {detail}")
 
 
 def _all_ranks_agree(flag: bool, device: torch.device) -> bool:
@@ -116,7 +118,7 @@ class AccumulatingTrainer(SimpleTrainer):
                         # Inf/NaN") see divergence first when the weights already are NaN.
                         raise NonFiniteLossError(
                             self.iter, self._lr(), {n: v.item() * k / max(i, 1) for n, v in totals.items()},
-                            f"model outputs ({e})",
+                            "model outputs", detail=str(e),
                         ) from e
                     if isinstance(loss_dict, torch.Tensor):
                         loss_dict = {"total_loss": loss_dict}

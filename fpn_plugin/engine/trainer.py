@@ -195,7 +195,8 @@ class Trainer(DefaultTrainer):
                         os.path.join(cfg.OUTPUT_DIR, "metrics.json"),
                     )
                 )
-            ret.append(d2_hooks.PeriodicWriter(self.build_writers(), period=20))
+            periods = [eval_period, cfg.TEST.VAL_LOSS.PERIOD]
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20, eval_periods=periods))
         return ret
 
     # ---- resume or fine-tune ----------------------------------------------------------------
@@ -319,6 +320,9 @@ class Trainer(DefaultTrainer):
     def _divergence_message(self, e: NonFiniteLossError) -> str:
         s = self.cfg.SOLVER
         terms = "\n".join(f"    {k} = {v:.6g}" for k, v in e.loss_terms.items())
+        if not terms:  # the forward pass failed before the first loss of the step
+            terms = "    (none computed in this step)"
+        detected = f" ({e.detail})" if e.detail else ""
         if self.checkpointer.has_checkpoint():
             kept = (
                 f"The last good checkpoint is kept: {self.checkpointer.get_checkpoint_file()} "
@@ -328,7 +332,7 @@ class Trainer(DefaultTrainer):
         else:
             kept = "No checkpoint was written before this iteration (SOLVER.CHECKPOINT_PERIOD)."
         return (
-            f"Training diverged at iteration {e.iteration}: the {e.where} became NaN or infinite.\n"
+            f"Training diverged at iteration {e.iteration}: the {e.where} became NaN or infinite{detected}.\n"
             f"  learning rate: {e.lr:.6g}\n  loss terms:\n{terms}\n{kept}\nWhat to try:\n"
             f"  - a lower learning rate: SOLVER.BASE_LR (now {s.BASE_LR:.6g});\n"
             f"  - a longer warmup: SOLVER.WARMUP_ITERS (now {s.WARMUP_ITERS}) or a smaller "

@@ -75,7 +75,7 @@ def tiny_cfg(output_dir: str, train: str, max_iter: int = 4):
         "DATASETS.TEST", (),
         "DATALOADER.NUM_WORKERS", 0,
         "SOLVER.IMS_PER_BATCH", 2,
-        "SOLVER.BASE_LR", 0.01,
+        "SOLVER.BASE_LR", 0.002,
         "SOLVER.MAX_ITER", max_iter,
         "SOLVER.STEPS", (max_iter // 2,),
         "SOLVER.WARMUP_ITERS", 2,
