@@ -1,7 +1,6 @@
 """Loading weights in every format users bring (torchvision, Caffe, detectron2 model zoo)."""
 from . import torchvision_urls
 from .checkpointer import (  # noqa: F401
-    CAFFE_VGG_FORMAT,
     MSRA_FORMAT,
     TORCHVISION_FORMAT,
     CheckpointMismatchError,

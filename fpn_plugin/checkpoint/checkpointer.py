@@ -1,6 +1,7 @@
 """``PluginCheckpointer``: detectron2's checkpointer that knows every weight format users bring.
 
-``MODEL.WEIGHTS`` may be any of (recognised from the file's content, not its name):
+``MODEL.WEIGHTS`` may be any of these, recognised from the content of the file (only the VGG16
+flavour, torchvision or Caffe, comes from its name, as no tensor tells them apart):
 
 =====================================  =======================================================
 torchvision ImageNet ResNet ``.pth``   ``conv1.weight``, ``layer1.0.conv1.weight``, ``fc.*``
@@ -43,7 +44,6 @@ __all__ = [
     "PixelFormat",
     "MSRA_FORMAT",
     "TORCHVISION_FORMAT",
-    "CAFFE_VGG_FORMAT",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,8 +74,6 @@ MSRA_FORMAT = PixelFormat("MSRA/detectron2", "BGR", (103.53, 116.28, 123.675), (
 TORCHVISION_FORMAT = PixelFormat(
     "torchvision", "RGB", (123.675, 116.28, 103.53), (58.395, 57.12, 57.375), False
 )
-# The Caffe VGG16 of py-faster-rcnn and its ports (vgg16_caffe.pth).
-CAFFE_VGG_FORMAT = PixelFormat("Caffe VGG16", "BGR", (102.98, 115.95, 122.77), (1.0, 1.0, 1.0))
 
 # Mean tolerance (0-255 scale) accepts Detectron1's MSRA means [102.98, 115.95, 122.77] for
 # detectron2's [103.53, 116.28, 123.675] but not a swapped RGB/BGR order (20 apart).
@@ -91,8 +89,7 @@ class PluginCheckpointer(DetectionCheckpointer):
 
     Use it wherever detectron2 uses ``DetectionCheckpointer`` to load ``MODEL.WEIGHTS``::
 
-        PluginCheckpointer(model, cfg.OUTPUT_DIR,
-                           format_check=cfg.MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK).load(cfg.MODEL.WEIGHTS)
+        PluginCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
     """
 
     def __init__(self, model, save_dir: str = "", *, format_check: str = "error", **kwargs):
@@ -109,6 +106,11 @@ class PluginCheckpointer(DetectionCheckpointer):
         super().__init__(model, save_dir, **kwargs)
         self.format_check = format_check
         torchvision_urls.register()
+
+    @classmethod
+    def from_config(cls, cfg, model, save_dir: str = "", **kwargs) -> "PluginCheckpointer":
+        """A checkpointer for ``model`` with ``MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK`` from ``cfg``."""
+        return cls(model, save_dir, format_check=cfg.MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK, **kwargs)
 
     # ------------------------------------------------------------------------------------------
     def _load_model(self, checkpoint):
@@ -140,8 +142,9 @@ class PluginCheckpointer(DetectionCheckpointer):
             converted, unused = torchvision_resnet_to_plugin(tv, self.model, source="MSRA Caffe2")
             _log_unused(unused)
             return "MSRA ImageNet ResNet (Caffe2 names)", converted, MSRA_FORMAT, False
-        if "features.0.weight" in state and not any(k.startswith("backbone.") for k in state):
-            return "VGG16 ImageNet classifier", self._convert_vgg16(state, model_state), None, False
+        if _looks_like_vgg(state):
+            converted, fmt = self._convert_vgg16(state, model_state)
+            return "VGG16 ImageNet classifier", converted, fmt, False
         if is_torchvision_resnet(state):
             converted, unused = torchvision_resnet_to_plugin(state, self.model)
             _log_unused(unused)
@@ -158,14 +161,24 @@ class PluginCheckpointer(DetectionCheckpointer):
             return "checkpoint with this model's parameter names", state, None, False
         raise CheckpointMismatchError(_unrecognised_message(state, model_state))
 
-    def _convert_vgg16(self, state, model_state) -> Dict[str, torch.Tensor]:
+    def _load_file(self, filename):
+        # The VGG16 flavours (torchvision / Caffe) differ only by file name: remember it.
+        self._loaded_file = filename
+        return super()._load_file(filename)
+
+    def _convert_vgg16(self, state, model_state) -> Tuple[Dict[str, torch.Tensor], PixelFormat]:
         try:
-            from .vgg import vgg16_to_plugin  # engineer B's converter; loaded only when needed
+            # The VGG16 converter is imported only when needed.
+            from .vgg import VGG16_PIXEL_FORMATS, vgg16_to_plugin, vgg16_weights_flavor
         except ImportError as e:
             raise CheckpointMismatchError(
                 f"MODEL.WEIGHTS is a VGG16 file, but fpn_plugin.checkpoint.vgg cannot be imported "
                 f"({e}): VGG16 weights need it."
             ) from e
+        flavor = vgg16_weights_flavor(getattr(self, "_loaded_file", ""))
+        pixels = VGG16_PIXEL_FORMATS[flavor]
+        fmt = PixelFormat(f"{flavor} VGG16 (told by the file name)", pixels["INPUT.FORMAT"],
+                          tuple(pixels["MODEL.PIXEL_MEAN"]), tuple(pixels["MODEL.PIXEL_STD"]))
         converted = dict(vgg16_to_plugin(state, self.model))
         wrong = [k for k, v in converted.items()
                  if k not in model_state or tuple(v.shape) != tuple(model_state[k].shape)]
@@ -173,7 +186,7 @@ class PluginCheckpointer(DetectionCheckpointer):
             raise CheckpointMismatchError(
                 f"The VGG16 conversion produced weights that do not fit the model: {_fmt(wrong)}."
             )
-        return converted
+        return converted, fmt
 
     def _check_pixel_format(self, fmt: PixelFormat, kind: str, assumed: bool) -> None:
         if self.format_check == "off":
@@ -221,6 +234,16 @@ def pixel_format_problems(model, fmt: PixelFormat):
                 )
                 break
     return problems
+
+
+def _looks_like_vgg(state) -> bool:
+    """torchvision's VGG layout (``features.N.*``/``classifier.N.*``), including wrong VGGs
+    (VGG19, vgg16_bn, classifier only) that the VGG16 converter explains."""
+    try:
+        from .vgg import looks_like_vgg_state_dict
+    except ImportError:
+        return "features.0.weight" in state and not any(k.startswith("backbone.") for k in state)
+    return looks_like_vgg_state_dict(state)
 
 
 def _detectron2_format(state) -> Tuple[PixelFormat, bool]:
