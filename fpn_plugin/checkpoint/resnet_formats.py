@@ -276,6 +276,16 @@ def detectron2_resnet_to_plugin(
         CheckpointMismatchError: the depth of the file's ResNet differs from the model's.
     """
     resnets, stages = find_resnet_modules(model)
+    file_prefixes = sorted({m.group(1) for m in map(re.compile(r"^(.*)stem\.conv1\.weight$").match,
+                                                     state_dict) if m})
+    if resnets and file_prefixes and file_prefixes != sorted(resnets):
+        raise CheckpointMismatchError(
+            f"MODEL.WEIGHTS is a detectron2 checkpoint whose ResNet is at "
+            f"{', '.join(repr(p) for p in file_prefixes)}, but the model's is at "
+            f"{', '.join(repr(p) for p in resnets)}: the architectures differ ('backbone.' is a "
+            "C4 model, 'backbone.bottom_up.' an FPN). Use the config of the checkpoint's "
+            "architecture (configs/r*_c4_*.yaml or configs/fpn_r*.yaml)."
+        )
     out = {}
     for key, value in state_dict.items():
         new = key

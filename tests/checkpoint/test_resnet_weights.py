@@ -195,7 +195,8 @@ def test_detectron2_c4_checkpoint_into_fpn_is_an_error(tmp_path):
     path = tmp_path / "model_final_c4.pth"
     torch.save({"model": d2.state_dict()}, path)
     model = build_model(plugin_cfg("fpn_r50.yaml")).eval()
-    with pytest.raises(CheckpointMismatchError, match=r"not in it.*backbone\.bottom_up"):
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"ResNet is at 'backbone\.', but the model's is at 'backbone\.bottom_up\.'"):
         PluginCheckpointer(model).load(str(path))
 
 
