@@ -113,8 +113,9 @@ def apply_epochs(cfg: CfgNode, num_images: int) -> Tuple[CfgNode, int]:
     """Turn ``SOLVER.EPOCHS``/``STEPS_EPOCHS`` into iterations, for a scaled config.
 
     Args:
-        cfg: a config already passed through :func:`scale_schedule` (its
-            ``SOLVER.REFERENCE_BATCH_SIZE`` is the batch per optimizer step).
+        cfg: a config passed through :func:`scale_schedule` (its
+            ``SOLVER.REFERENCE_BATCH_SIZE`` is the batch per optimizer step); otherwise
+            ``SOLVER.IMS_PER_BATCH`` is taken as the batch per step.
         num_images: the number of training images (after detectron2's filtering).
 
     Returns:
@@ -122,7 +123,9 @@ def apply_epochs(cfg: CfgNode, num_images: int) -> Tuple[CfgNode, int]:
     """
     if num_images <= 0:
         raise ValueError(f"The training set has {num_images} images; check DATASETS.TRAIN.")
-    per_epoch = iterations_per_epoch(num_images, cfg.SOLVER.REFERENCE_BATCH_SIZE)
+    # A config not passed through scale_schedule: its own batch is the batch per step.
+    batch = cfg.SOLVER.REFERENCE_BATCH_SIZE or cfg.SOLVER.IMS_PER_BATCH
+    per_epoch = iterations_per_epoch(num_images, batch)
     s = cfg.SOLVER
     if s.EPOCHS <= 0:
         if s.STEPS_EPOCHS:
