@@ -1,0 +1,197 @@
+"""``predict.py``: run a detector on image files, folders, globs and videos.
+
+Writes one visualisation per image (or an annotated video per video) and one
+``predictions.json`` in COCO results format, with file and class names alongside, then prints
+a summary. The exit code is 1 when any input could not be read, 2 for bad arguments.
+"""
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import cv2
+import numpy as np
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.utils.visualizer import Visualizer
+from tqdm import tqdm
+
+from ..config import add_fpn_plugin_config
+from .images import ImageLoadError, load_image
+from .inputs import expand_inputs
+from .predictor import Predictor
+from .results import class_ids_for_names, select, to_coco_results
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("fpn_plugin.predict")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Run a trained detector on new images or videos.")
+    p.add_argument("--config-file", required=True, help="the config the model was trained with")
+    p.add_argument("--weights", help="checkpoint to load (default: MODEL.WEIGHTS of the config)")
+    p.add_argument("--input", nargs="+", required=True, help="image files, folders, glob patterns or videos")
+    p.add_argument("--output", default="output/predict", help="folder for visualisations and predictions.json")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="drop detections scored below this")
+    p.add_argument("--classes", nargs="+", help="keep only these class names")
+    p.add_argument("--max-detections", type=int, default=100, help="keep at most this many per image")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'...")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (on CPUs with bf16 support it is faster)")
+    p.add_argument("--coco-gt", help="COCO ground-truth JSON: take image and category ids from it")
+    p.add_argument("--no-vis", action="store_true", help="write predictions.json only")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
+    return p
+
+
+def _setup_cfg(args):
+    cfg = get_cfg()
+    add_fpn_plugin_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if args.weights:
+        cfg.MODEL.WEIGHTS = args.weights
+    cfg.MODEL.DEVICE = args.device
+    cfg.freeze()
+    return cfg
+
+
+class _GroundTruthIds:
+    """Image ids by file name and category ids by class name, from a COCO ground-truth file."""
+
+    def __init__(self, path: Optional[str], class_names):
+        self.by_file, self.category_ids, self._next = {}, None, 0
+        if not path:
+            return
+        with open(path) as f:
+            gt = json.load(f)
+        self.by_file = {Path(im["file_name"]).name: im["id"] for im in gt["images"]}
+        self._next = max(self.by_file.values(), default=-1) + 1
+        by_name = {c["name"]: c["id"] for c in gt["categories"]}
+        missing = [n for n in (class_names or []) if n not in by_name]
+        if not class_names or missing:
+            raise SystemExit(f"--coco-gt {path}: its categories {sorted(by_name)} do not name the model's classes {class_names}")
+        self.category_ids = [by_name[n] for n in class_names]
+
+    def image_id(self, file_name: str) -> int:
+        if file_name not in self.by_file:
+            self.by_file[file_name] = self._next
+            self._next += 1
+        return self.by_file[file_name]
+
+
+class _Run:
+    """One prediction run: turns predictions into files and counts what happened."""
+
+    def __init__(self, args, predictor: Predictor):
+        self.args, self.predictor = args, predictor
+        self.out = Path(args.output)
+        (self.out / "vis").mkdir(parents=True, exist_ok=True)
+        names = predictor.class_names
+        self.class_ids = class_ids_for_names(args.classes, names) if args.classes else None
+        self.ids = _GroundTruthIds(args.coco_gt, names)
+        self.metadata = MetadataCatalog.get("__fpn_plugin_predict__")
+        if names and not self.metadata.get("thing_classes", None):
+            self.metadata.set(thing_classes=list(names))
+        self.results: List[dict] = []
+        self.failures: List[tuple] = []
+        self.images_done = 0
+
+    def _select(self, output):
+        a = self.args
+        return select(output["instances"], a.score_threshold, self.class_ids, a.max_detections)
+
+    def _draw(self, rgb: np.ndarray, instances) -> np.ndarray:
+        return Visualizer(rgb, self.metadata).draw_instance_predictions(instances).get_image()
+
+    def add(self, name: str, rgb: np.ndarray, output, image_id: int) -> Optional[np.ndarray]:
+        instances = self._select(output)
+        self.results += to_coco_results(
+            instances, image_id, name, self.predictor.class_names, self.ids.category_ids
+        )
+        self.images_done += 1
+        return None if self.args.no_vis else self._draw(rgb, instances)
+
+    def images(self, paths: List[Path], bar) -> None:
+        size = self.predictor.batch_size
+        for start in range(0, len(paths), size):
+            loaded = []
+            for path in paths[start : start + size]:
+                try:
+                    loaded.append((path, load_image(path)))
+                except ImageLoadError as e:
+                    self.failures.append((str(path), str(e)))
+                    bar.update(1)
+            if not loaded:
+                continue
+            outputs = self.predictor.predict([rgb for _, rgb in loaded], "RGB")
+            for (path, rgb), output in zip(loaded, outputs):
+                drawn = self.add(path.name, rgb, output, self.ids.image_id(path.name))
+                if drawn is not None:
+                    cv2.imwrite(str(self.out / "vis" / (path.stem + ".jpg")), drawn[:, :, ::-1])
+                bar.update(1)
+
+    def video(self, path: Path, bar) -> None:
+        capture = cv2.VideoCapture(str(path))
+        if not capture.isOpened():
+            self.failures.append((str(path), "not a readable video"))
+            return
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        writer, frame_index = None, 0
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+            name = f"{path.name}#{frame_index:06d}"
+            (output,) = self.predictor.predict([rgb], "RGB")
+            drawn = self.add(name, rgb, output, self.ids.image_id(name))
+            if drawn is not None:
+                if writer is None:
+                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                    h, w = drawn.shape[:2]
+                    writer = cv2.VideoWriter(str(self.out / (path.stem + "_pred.mp4")), fourcc, fps, (w, h))
+                writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
+            frame_index += 1
+            bar.update(1)
+        capture.release()
+        if writer is not None:
+            writer.release()
+        if frame_index == 0:
+            self.failures.append((str(path), "the video has no readable frame"))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    inputs = expand_inputs(args.input)
+    predictor = Predictor(_setup_cfg(args), args.batch_size, "bf16" if args.bf16 else "fp32")
+    try:
+        run = _Run(args, predictor)
+    except ValueError as e:
+        print(f"predict.py: {e}", file=sys.stderr)
+        return 2
+    run.failures += [(spec, reason) for spec, reason in inputs.problems]
+
+    frames = sum(int(cv2.VideoCapture(str(v)).get(cv2.CAP_PROP_FRAME_COUNT)) for v in inputs.videos)
+    start = time.perf_counter()
+    with tqdm(total=len(inputs.images) + frames, unit="img", desc="predict") as bar:
+        run.images(inputs.images, bar)
+        for video in inputs.videos:
+            run.video(video, bar)
+    seconds = time.perf_counter() - start
+
+    with open(run.out / "predictions.json", "w") as f:
+        json.dump(run.results, f)
+    rate = run.images_done / seconds if seconds > 0 else 0.0
+    print(f"\n{run.images_done} images, {len(run.results)} detections, {seconds:.1f} s ({rate:.2f} images/s)")
+    for spec, reason in run.failures:
+        print(f"  FAILED {spec}: {reason}")
+    print(f"predictions: {run.out / 'predictions.json'}")
+    if not args.no_vis:
+        print(f"visualisations: {run.out / 'vis'}")
+    return 1 if run.failures else 0
