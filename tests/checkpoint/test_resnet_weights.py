@@ -339,3 +339,20 @@ def test_torchvision_url_uses_cache_without_network(tmp_path, monkeypatch):
     PluginCheckpointer(model).load(model_weights := "torchvision://resnet18")
     assert model_weights.startswith("torchvision://")
     _assert_loaded(model.state_dict(), file_state, "backbone.bottom_up.")
+
+
+def test_group_norm_model_takes_the_affine_part(tmp_path, caplog):
+    """A GN model has no BN statistics: the BN scale/shift load, the statistics are reported unused."""
+    path = tmp_path / "resnet18.pth"
+    file_state = save_torchvision_resnet(path, 18)
+    model = build_backbone(plugin_cfg("fpn_r18.yaml", **{"MODEL.PLUGIN_RESNET.NORM": "GN"}))
+    with caplog.at_level(logging.INFO):
+        PluginCheckpointer(model).load(str(path))
+    state = model.state_dict()
+    assert torch.equal(state["bottom_up.layer2.1.bn2.weight"], file_state["layer2.1.bn2.weight"])
+    assert "does not use: bn1.running_mean, bn1.running_var" in caplog.text
+
+
+def test_from_config_reads_format_check():
+    cfg = plugin_cfg("fpn_r18.yaml", **{"MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK": "warn"})
+    assert PluginCheckpointer.from_config(cfg, build_backbone(cfg)).format_check == "warn"
