@@ -40,7 +40,10 @@ def register_synthetic(name: str, root: str, num_images: int = 8, size=(96, 128)
                  "category_id": cls, "iscrowd": 0}
             )
         path = os.path.join(folder, f"{i:03d}.png")
-        cv2.imwrite(path, image)
+        if not os.path.exists(path):  # processes of one test register the same images
+            tmp = f"{path}.{os.getpid()}.png"
+            cv2.imwrite(tmp, image)
+            os.replace(tmp, path)
         records.append({"file_name": path, "image_id": i, "height": h, "width": w, "annotations": annotations})
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(thing_classes=["red", "green"])

@@ -43,10 +43,12 @@ class Record(HookBase):
 
     def after_train(self):
         path = os.path.join(self.trainer.cfg.OUTPUT_DIR, f"final_rank{comm.get_rank()}.json")
-        steps = [s.get("step") for s in self.trainer.optimizer.state_dict()["state"].values()]
+        states = self.trainer.optimizer.state_dict()["state"]
+        checksum = sum(float(p.detach().double().abs().sum()) for p in self.trainer.model.parameters())
         with open(path, "w") as f:
             json.dump({"start_iter": self.trainer.start_iter, "iter": self.trainer.iter,
-                       "world_size": comm.get_world_size(), "optimizer_states": len(steps)}, f)
+                       "world_size": comm.get_world_size(), "optimizer_states": len(states),
+                       "weights_checksum": checksum}, f)
 
 
 _build_hooks = Trainer.build_hooks
