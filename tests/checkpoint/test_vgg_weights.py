@@ -10,6 +10,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 from fpn_plugin import add_fpn_plugin_config
+from fpn_plugin.checkpoint import PixelFormatMismatchError, PluginCheckpointer, torchvision_urls
 from fpn_plugin.checkpoint.vgg import (
     looks_like_vgg_state_dict,
     vgg16_pixel_mismatches,
@@ -98,6 +99,55 @@ def test_fpn_model_takes_the_convs_under_bottom_up(weight_files):
     assert not [k for k in missing if k.startswith("backbone.bottom_up.")]
     # The FPN's box head is FastRCNNConvFCHead, not fc6/fc7: left to its own initialisation.
     assert "roi_heads.box_head.fc1.weight" in missing
+
+
+def _no_network(url, dst):
+    raise AssertionError(f"the test tried to download {url}")
+
+
+@pytest.mark.parametrize("config", ["vgg16_voc07.yaml", "vgg16_caffe_voc07.yaml", "fpn_vgg16.yaml"])
+def test_model_weights_path_loads_the_files(weight_files, tmp_path, monkeypatch, config):
+    """Through MODEL.WEIGHTS and the plugin checkpointer, as training and evaluation load it."""
+    cfg = _cfg(config)
+    if "caffe" in config:
+        cfg.MODEL.WEIGHTS = str(weight_files["vgg16_caffe.pth"])
+        reference = weight_files["vgg16_caffe.pth"]
+    else:
+        # The configs' torchvision://vgg16, served from torch's hub cache (never downloaded).
+        cfg.MODEL.WEIGHTS = "torchvision://vgg16"
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+        monkeypatch.setattr(torchvision_urls, "_download", _no_network)
+        cached = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
+        cached.parent.mkdir(parents=True)
+        cached.symlink_to(weight_files["vgg16-397923af.pth"])
+        reference = cached
+    model = build_model(cfg)
+    checkpointer = PluginCheckpointer(model, format_check=cfg.MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK)
+    checkpointer.load(cfg.MODEL.WEIGHTS)
+    state_dict, loaded = _load(reference), model.state_dict()
+    prefix = "backbone.bottom_up." if "fpn" in config else "backbone."
+    for key in CONV_KEYS:
+        assert torch.equal(loaded[prefix + key], state_dict[key]), key
+    if "fpn" not in config:
+        for key in FC_KEYS:
+            assert torch.equal(loaded["roi_heads.box_head." + key], state_dict[key]), key
+
+
+def test_model_weights_path_refuses_a_classifier_only_file(weight_files, paper_model, tmp_path):
+    full = _load(weight_files["vgg16-397923af.pth"])
+    path = tmp_path / "vgg16_classifier.pth"
+    torch.save({k: v for k, v in full.items() if k.startswith("classifier.")}, path)
+    message = r"only (the|a) classifier.*(backbone would stay randomly|no backbone weights)"
+    with pytest.raises(Exception, match=message):
+        PluginCheckpointer(paper_model).load(str(path))
+
+
+def test_model_weights_path_checks_the_pixels_the_file_expects(weight_files, paper_model):
+    # paper_model is vgg16_voc07.yaml (torchvision's RGB pixels); vgg16_caffe.pth wants BGR.
+    with pytest.raises(PixelFormatMismatchError, match=r"expects caffe VGG16 .*inputs: BGR"):
+        PluginCheckpointer(paper_model, format_check="error").load(
+            str(weight_files["vgg16_caffe.pth"])
+        )
 
 
 def test_pixel_settings_of_the_other_flavor_are_reported():
