@@ -23,6 +23,7 @@ from ..config import add_fpn_plugin_config
 from .images import ImageLoadError, load_image
 from .inputs import expand_inputs
 from .predictor import Predictor
+from .proposals import ProposalsOnly, draw_proposals
 from .results import class_ids_for_names, select, to_coco_results
 
 __all__ = ["main", "build_parser"]
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (on CPUs with bf16 support it is faster)")
     p.add_argument("--coco-gt", help="COCO ground-truth JSON: take image and category ids from it")
     p.add_argument("--no-vis", action="store_true", help="write predictions.json only")
+    p.add_argument("--proposals", type=int, default=0, metavar="K",
+                   help="also draw each image's top K RPN proposals into <output>/proposals/")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     return p
 
@@ -97,6 +100,9 @@ class _Run:
         self.metadata = MetadataCatalog.get("__fpn_plugin_predict__")
         if names and not self.metadata.get("thing_classes", None):
             self.metadata.set(thing_classes=list(names))
+        self.rpn = ProposalsOnly(predictor.model) if args.proposals > 0 else None
+        if self.rpn is not None:
+            (self.out / "proposals").mkdir(exist_ok=True)
         self.results: List[dict] = []
         self.failures: List[tuple] = []
         self.images_done = 0
@@ -133,7 +139,14 @@ class _Run:
                 drawn = self.add(path.name, rgb, output, self.ids.image_id(path.name))
                 if drawn is not None:
                     cv2.imwrite(str(self.out / "vis" / (path.stem + ".jpg")), drawn[:, :, ::-1])
+                if self.rpn is not None:
+                    self._draw_proposals(path, rgb)
                 bar.update(1)
+
+    def _draw_proposals(self, path: Path, rgb: np.ndarray) -> None:
+        (output,) = self.rpn([self.predictor.model_input(rgb)])
+        drawn = draw_proposals(rgb, output["proposals"].to("cpu"), self.args.proposals)
+        cv2.imwrite(str(self.out / "proposals" / (path.stem + ".jpg")), drawn[:, :, ::-1])
 
     def video(self, path: Path, bar) -> None:
         capture = cv2.VideoCapture(str(path))

@@ -72,7 +72,8 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
 
-    def _model_input(self, rgb: np.ndarray) -> dict:
+    def model_input(self, rgb: np.ndarray) -> dict:
+        """The model's input dict for an RGB uint8 image: resized, in INPUT.FORMAT, CHW float."""
         image = rgb if self.input_format == "RGB" else rgb[:, :, ::-1]
         height, width = image.shape[:2]
         resized = self.aug.get_transform(image).apply_image(image)
@@ -93,7 +94,7 @@ class Predictor:
         """
         outputs = []
         for start in range(0, len(images), self.batch_size):
-            batch = [self._model_input(load_image(x, channel_order)) for x in images[start : start + self.batch_size]]
+            batch = [self.model_input(load_image(x, channel_order)) for x in images[start : start + self.batch_size]]
             for output in self._forward(batch):
                 outputs.append({"instances": _to_float32(output["instances"].to("cpu"))})
         return outputs

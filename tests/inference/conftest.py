@@ -27,6 +27,7 @@ def tiny_cfg():
     cfg.INPUT.MIN_SIZE_TEST = 96
     cfg.INPUT.MAX_SIZE_TEST = 160
     cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""  # the model-zoo config names ImageNet weights: no network in tests
     return cfg
 
 

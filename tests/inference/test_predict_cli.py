@@ -162,3 +162,14 @@ def test_video_in_annotated_video_out(tiny_detector, tmp_path):
 def test_predict_py_runs_as_a_script(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--score-threshold" in out.stdout
+
+
+def test_top_k_proposals_are_drawn_per_image(tiny_detector, mixed_folder, tmp_path):
+    cfg, _ = tiny_detector
+    (mixed_folder / "f_corrupt.jpg").unlink()
+    out = tmp_path / "out"
+    code = main(["--config-file", str(_config_file(cfg, tmp_path)), "--input", str(mixed_folder / "a_photo.jpg"),
+                 str(mixed_folder / "e_phone.jpg"), "--output", str(out), "--proposals", "5", "--no-vis"])
+    assert code == 0
+    assert sorted(p.name for p in (out / "proposals").iterdir()) == ["a_photo.jpg", "e_phone.jpg"]
+    assert cv2.imread(str(out / "proposals" / "e_phone.jpg")).shape[:2] == (100, 60)

@@ -1,0 +1,86 @@
+"""Proposal inspection: recall of proposals that are the ground truth is 1.0; drawing."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode, Instances, Boxes
+
+from fpn_plugin.inference.proposals import ProposalsOnly, draw_proposals, proposal_recall
+
+from .conftest import CLASS_NAMES, tiny_cfg
+
+
+def _dataset(tmp_path):
+    from PIL import Image
+
+    records, rng = [], np.random.default_rng(0)
+    for i in range(3):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(path)
+        # Small, medium and large objects (COCO's 32 and 96 pixel limits).
+        boxes = [[5, 5, 25, 25], [30, 20, 90, 80], [10, 5, 150, 115]][: i + 1]
+        records.append({
+            "file_name": str(path), "image_id": i, "height": 120, "width": 160,
+            "annotations": [{"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 0} for b in boxes],
+        })
+    return records
+
+
+@pytest.fixture
+def gt_proposal_setup(tmp_path):
+    name = f"proposal_test_{tmp_path.name}"
+    records = _dataset(tmp_path)
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(thing_classes=CLASS_NAMES)
+    # Precomputed proposals in detectron2's file format: exactly the ground-truth boxes.
+    proposal_file = tmp_path / "proposals.pkl"
+    with open(proposal_file, "wb") as f:
+        pickle.dump({
+            "ids": [r["image_id"] for r in records],
+            "boxes": [np.array([a["bbox"] for a in r["annotations"]], np.float32) for r in records],
+            "objectness_logits": [np.ones(len(r["annotations"]), np.float32) for r in records],
+            "bbox_mode": BoxMode.XYXY_ABS,
+        }, f)
+    cfg = tiny_cfg()
+    cfg.MODEL.LOAD_PROPOSALS = True
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "PrecomputedProposals"
+    cfg.DATASETS.TEST = (name,)
+    cfg.DATASETS.PROPOSAL_FILES_TEST = (str(proposal_file),)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    yield cfg, name
+    DatasetCatalog.remove(name)
+
+
+def test_recall_of_ground_truth_proposals_is_one(gt_proposal_setup, tmp_path):
+    cfg, name = gt_proposal_setup
+    recall = proposal_recall(cfg, name, output_dir=str(tmp_path / "eval"))
+    assert recall["AR@100"] == pytest.approx(100.0)
+    assert recall["AR@1000"] == pytest.approx(100.0)
+    for size in ("ARs@100", "ARm@100", "ARl@100"):
+        assert recall[size] == pytest.approx(100.0), size
+
+
+def test_rpn_proposals_are_in_image_coordinates_and_limited(tiny_detector):
+    from detectron2.modeling import build_model
+
+    cfg, _ = tiny_detector
+    model = ProposalsOnly(build_model(cfg).eval(), post_nms_topk=50)
+    image = torch.randint(0, 256, (3, 96, 128)).float()
+    (output,) = model([{"image": image, "height": 192, "width": 256}])
+    props = output["proposals"]
+    assert 0 < len(props) <= 50
+    assert props.image_size == (192, 256)
+    assert props.proposal_boxes.tensor[:, 2].max() <= 256 and props.proposal_boxes.tensor[:, 3].max() <= 192
+
+
+def test_draw_proposals_draws_only_the_top_k():
+    image = np.zeros((60, 80, 3), np.uint8)
+    props = Instances((60, 80))
+    props.proposal_boxes = Boxes(torch.tensor([[5.0, 5, 20, 20], [40, 30, 70, 55]]))
+    props.objectness_logits = torch.tensor([0.1, 3.0])
+    drawn = draw_proposals(image, props, top_k=1)
+    assert drawn.shape == (60, 80, 3)
+    # Only the best proposal (right-hand box) is drawn.
+    assert drawn[28:58, 38:72].any() and not drawn[3:22, 3:22].any()
