@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (on CPUs with bf16 support it is faster)")
     p.add_argument("--coco-gt", help="COCO ground-truth JSON: take image and category ids from it")
     p.add_argument("--no-vis", action="store_true", help="write predictions.json only")
+    p.add_argument("--fiftyone", metavar="NAME",
+                   help="put the images and predictions into the FiftyOne dataset NAME (replaced if it "
+                        "exists); with --coco-gt also the ground truth, and print FiftyOne's evaluation")
     p.add_argument("--proposals", type=int, default=0, metavar="K",
                    help="also draw each image's top K RPN proposals into <output>/proposals/")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
@@ -104,6 +107,7 @@ class _Run:
         if self.rpn is not None:
             (self.out / "proposals").mkdir(exist_ok=True)
         self.results: List[dict] = []
+        self.sizes = {}  # file name -> (height, width), for FiftyOne
         self.failures: List[tuple] = []
         self.images_done = 0
 
@@ -116,6 +120,7 @@ class _Run:
 
     def add(self, name: str, rgb: np.ndarray, output, image_id: int) -> Optional[np.ndarray]:
         instances = self._select(output)
+        self.sizes[name] = rgb.shape[:2]
         self.results += to_coco_results(
             instances, image_id, name, self.predictor.class_names, self.ids.category_ids
         )
@@ -178,6 +183,20 @@ class _Run:
             self.failures.append((str(path), "the video has no readable frame"))
 
 
+def _to_fiftyone(args, run: _Run, images: List[Path]) -> None:
+    from . import fiftyone_view
+
+    done = [str(p) for p in images if p.name in run.sizes]
+    dataset = fiftyone_view.images_to_fiftyone(done, run.sizes, args.fiftyone, overwrite=True)
+    fiftyone_view.add_coco_results(dataset, run.results, run.sizes)
+    if args.coco_gt:
+        with open(args.coco_gt) as f:
+            fiftyone_view.add_coco_ground_truth(dataset, json.load(f))
+        fiftyone_view.evaluate_detections(dataset)
+    print(f"FiftyOne dataset: {args.fiftyone} ({len(dataset)} samples); open it with "
+          f"`import fiftyone as fo; fo.launch_app(fo.load_dataset({args.fiftyone!r}))`")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
@@ -200,6 +219,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     with open(run.out / "predictions.json", "w") as f:
         json.dump(run.results, f)
+    if args.fiftyone:
+        _to_fiftyone(args, run, inputs.images)
     rate = run.images_done / seconds if seconds > 0 else 0.0
     print(f"\n{run.images_done} images, {len(run.results)} detections, {seconds:.1f} s ({rate:.2f} images/s)")
     for spec, reason in run.failures:
