@@ -90,3 +90,38 @@ def test_model_from_config_runs(path):
         assert instances.image_size == (h, w)
         assert torch.isfinite(instances.pred_boxes.tensor).all()
         assert (instances.pred_classes < cfg.MODEL.ROI_HEADS.NUM_CLASSES).all()
+
+
+def _flatten(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        if hasattr(value, "items"):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+@pytest.mark.parametrize("ours,theirs", [
+    ("fpn_r50.yaml", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"),
+    ("fpn_r101.yaml", "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"),
+])
+def test_fpn_configs_are_detectron2_recipes_exactly(ours, theirs):
+    """Every detectron2 key has detectron2's value; only the backbone's name and keys differ."""
+    from detectron2 import model_zoo
+
+    reference = get_cfg()
+    reference.merge_from_file(model_zoo.get_config_file(theirs))
+    cfg = _load(CONFIG_DIR / ours)
+    mine, ref = _flatten(cfg), _flatten(reference)
+    differences = {
+        k: (mine[k], v) for k, v in ref.items()
+        if mine.get(k) != v and not k.startswith("MODEL.RESNETS.") and k != "MODEL.BACKBONE.NAME"
+    }
+    assert differences == {}
+    assert cfg.MODEL.BACKBONE.NAME == "build_plugin_resnet_fpn_backbone"
+    # The plugin ResNet is configured as detectron2's was.
+    assert cfg.MODEL.PLUGIN_RESNET.DEPTH == reference.MODEL.RESNETS.DEPTH
+    assert cfg.MODEL.PLUGIN_RESNET.STRIDE_IN_1X1 == reference.MODEL.RESNETS.STRIDE_IN_1X1
+    assert cfg.MODEL.PLUGIN_RESNET.NORM == reference.MODEL.RESNETS.NORM
+    assert list(cfg.MODEL.PLUGIN_RESNET.OUT_FEATURES) == list(reference.MODEL.RESNETS.OUT_FEATURES)
