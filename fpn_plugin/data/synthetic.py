@@ -160,6 +160,8 @@ def register_shapes(cache_dir: str, spec: ShapesSpec = ShapesSpec(),
 
     Registering again (another spec or cache folder) replaces the previous registration.
     """
+    # Absolute, so a later change of the working directory does not move the cache.
+    cache_dir = os.path.abspath(cache_dir)
     folder = os.path.join(cache_dir, spec.folder_name)
     for split, name in zip(("train", "val"), names):
         if name in DatasetCatalog.list():

@@ -56,7 +56,8 @@ def _voc_by_name(prefix: str, mean: float, per_class: Dict[str, float]) -> Dict[
 
 _FASTER_RCNN_PAPER = (
     "Ren, He, Girshick, Sun: Faster R-CNN: Towards Real-Time Object Detection with Region "
-    "Proposal Networks (NIPS 2015; arXiv:1506.01497), Table 6 (PASCAL VOC 2007 test)"
+    "Proposal Networks (NIPS 2015; arXiv:1506.01497v3), per-class PASCAL VOC 2007 test table "
+    "(Table 6), rows 'RPN 300 07' and 'RPN 300 07+12'"
 )
 _TRZY = "github.com/trzy/FasterRCNN, README.md at commit 8bfdd870bf058efcffe52a5e6d5ffc4f4a2e3e13"
 _TRZY_METRIC = (
@@ -86,7 +87,8 @@ def _trzy(backbone: str, mean: float, column: Dict[str, float]) -> Reference:
 
 
 # trzy/FasterRCNN README, per-class AP columns (VGG-16, ResNet50, ResNet101, ResNet152), in the
-# README's row order; its "Mean" row is copied as published.
+# README's row order; its "Mean" row is copied as published (for VGG-16 the per-class values
+# average 70.88, not the published 71.0; the other three columns agree with their means).
 _TRZY_ROWS = {
     "cat": (84.6, 87.3, 90.1, 89.0), "car": (84.0, 85.5, 88.5, 88.4),
     "horse": (82.3, 84.8, 87.4, 87.3), "bus": (81.8, 84.1, 85.9, 86.6),
@@ -135,7 +137,8 @@ _add(Reference(
     dataset="coco_2014_minival",
     metric="COCO box AP (pycocotools)",
     values={"AP50": 56.9, "AP": 33.9, "APs": 17.8, "APm": 37.7, "APl": 45.8},
-    note="Proposals are fixed (precomputed by a separate RPN); short side 800 px.",
+    note="Proposals from an RPN on {Pk}, 2fc box head; see the table's caption in the paper for "
+         "how RPN and detector were trained.",
 ))
 _add(Reference(
     key="fpn_paper_r50_c4_baseline_minival",

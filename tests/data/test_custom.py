@@ -129,3 +129,20 @@ def test_bad_declarations_are_explained(tmp_path):
                                 config_file=str(tmp_path / "cfg_dir" / "a.yaml"), root=str(tmp_path / "root"))
     with pytest.raises(ValueError, match="already a registered dataset"):
         register_custom_dataset("coco_2017_val", {"FORMAT": "voc_folder", "DIR": str(tmp_path)})
+
+
+def test_datasets_root_moves_the_builtin_coco_and_voc(tmp_path):
+    from fpn_plugin.data.builtin import register_builtin_under
+
+    try:
+        register_builtin_under(str(tmp_path))
+        assert MetadataCatalog.get("coco_2017_val").json_file == str(
+            tmp_path / "coco" / "annotations" / "instances_val2017.json")
+        assert MetadataCatalog.get("coco_2017_val").thing_classes[0] == "person"
+        assert MetadataCatalog.get("voc_2007_test").dirname == str(tmp_path / "VOC2007")
+        assert MetadataCatalog.get("voc_2007_test").evaluator_type == "pascal_voc"
+        assert evaluator_kind("voc_0712_trainval") == "voc"
+    finally:
+        register_builtin_under(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+    assert MetadataCatalog.get("voc_2007_test").dirname == os.path.join(
+        os.environ.get("DETECTRON2_DATASETS", "datasets"), "VOC2007")

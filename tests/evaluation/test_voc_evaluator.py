@@ -206,3 +206,23 @@ def test_no_predictions_is_explained(voc_datasets, caplog):
     assert res["AP50_07"] == 0 and res["AP50_area"] == 0
     assert "no predictions on the 4 images" in caplog.text
     assert "SCORE_THRESH_TEST" in caplog.text
+
+
+def test_flat_folder_dataset_gives_the_same_numbers(voc_datasets, tmp_path):
+    # The same XMLs as a flat voc_folder dataset: ground truth comes from its dataset dicts
+    # (with the difficult flags) instead of the VOCdevkit folder.
+    from fpn_plugin.data import register_custom_dataset
+
+    root = MetadataCatalog.get(voc_datasets[2012]).dirname
+    name = f"test_voc_flat_{uuid.uuid4().hex[:6]}"
+    register_custom_dataset(name, {"FORMAT": "voc_folder", "ANNOTATIONS": os.path.join(root, "Annotations"),
+                                   "IMAGES": os.path.join(root, "JPEGImages"), "CLASSES": CLASSES})
+    try:
+        assert not MetadataCatalog.get(name).get("dirname")
+        flat = _run(VOCDetectionEvaluator(name, distributed=False))
+        devkit = _run(VOCDetectionEvaluator(voc_datasets[2012], distributed=False))
+        assert flat == pytest.approx(devkit)
+        assert flat["AP50"] == flat["AP50_area"]  # no YEAR: the area metric
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
