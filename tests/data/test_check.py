@@ -123,3 +123,36 @@ def test_clean_dataset_passes(tmp_path, capsys):
     report = check_coco(os.path.join(folder, "val.json"), folder)
     assert report.problems == [] and report.num_images == 2
     assert len(draw_ground_truth(report, str(tmp_path / "gt"))) == 2
+
+
+def test_registered_dataset_dicts_are_checked(tmp_path):
+    import uuid
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.structures import BoxMode
+
+    from fpn_plugin.data.check import check_dataset
+
+    _image(tmp_path / "a.png")
+    name = f"test_check_dicts_{uuid.uuid4().hex[:6]}"
+    dicts = [
+        {"file_name": str(tmp_path / "a.png"), "image_id": 1, "height": 48, "width": 64, "annotations": [
+            {"bbox": [0, 0, 10, 10], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0},
+            {"bbox": [60, 40, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0},
+            {"bbox": [0, 0, 10, 10], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 3}]},
+        {"file_name": str(tmp_path / "gone.png"), "image_id": 1, "height": 48, "width": 64, "annotations": []},
+    ]
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=["a", "b"])
+    try:
+        report = check_dataset(name)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert sorted((p.kind, p.where) for p in report.problems) == [
+        ("box outside image", "dataset dict [0] (image_id 1) annotation 1"),
+        ("duplicate id", "dataset dict [1] (image_id 1)"),
+        ("missing image", "dataset dict [1] (image_id 1)"),
+        ("unknown category", "dataset dict [0] (image_id 1) annotation 2"),
+    ]
+    assert report.class_histogram == {"a": 2}
