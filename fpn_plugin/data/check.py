@@ -3,7 +3,7 @@
 Prints image and box counts, the class histogram, the id mapping training will use, and every
 problem found, each with its file and index: missing or unreadable image, image size differing
 from the annotation, box outside the image or of zero area, unknown category, duplicate ids,
-annotations of unknown images, malformed files. Draws the ground truth on a few images.
+annotations of unknown images, malformed files, annotation id 0 (which pycocotools mis-scores). Draws the ground truth on a few images.
 Exits with status 1 when there are problems, so it can gate a pipeline.
 
 Examples::
@@ -155,6 +155,11 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True, num_s
         where = f"annotations[{i}] (id {ann.get('id')})"
         if ann.get("id") in ann_ids:
             report.add("duplicate id", json_file, where, f"annotation id {ann.get('id')} repeats")
+        elif ann.get("id") == 0:
+            report.add("annotation id 0", json_file, where,
+                       "pycocotools' COCOeval reads a match with annotation id 0 as no match, so a "
+                       "correct detection of it counts as a false positive; fpn_plugin's evaluator "
+                       "renumbers the ids, other tools will not: number annotations from 1")
         ann_ids.add(ann.get("id"))
         img = images.get(ann.get("image_id"))
         if img is None:

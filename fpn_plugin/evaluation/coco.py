@@ -4,6 +4,7 @@ On top of detectron2's evaluator this
 - uses pycocotools' reference implementation when detectron2 has no compiled ops (the fast
   one lives in ``detectron2._C``),
 - counts predictions first and explains "no predictions" and NaN size buckets,
+- renumbers ground-truth annotation ids that start at 0, which pycocotools mis-scores,
 - saves the per-category AP table (AP, AP50 and the ground-truth count per category) as
   ``coco_per_category_ap.{md,csv}`` in the output folder.
 """
@@ -26,6 +27,27 @@ __all__ = ["COCODetectionEvaluator"]
 logger = logging.getLogger(__name__)
 
 BOX_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+def _renumber_annotation_id_zero(coco_api, dataset_name: str) -> None:
+    """Give the ground-truth annotations ids from 1 when one of them has id 0.
+
+    pycocotools' COCOeval records a detection's match as the matched annotation's id and reads
+    0 as "no match", so a detection matching annotation 0 counts as a false positive (a perfect
+    prediction of such a dataset scores below 100). The ids are internal to the ground truth,
+    so renumbering them in memory changes nothing else; the file is left as it is.
+    """
+    anns = coco_api.dataset.get("annotations", [])
+    if not any(a.get("id") == 0 for a in anns):
+        return
+    logger.warning(
+        "%r has an annotation with id 0, which pycocotools' COCOeval takes for 'no match' (its "
+        "detections would count as false positives); evaluating with the annotation ids "
+        "renumbered from 1 (the file is not changed).", dataset_name,
+    )
+    for i, ann in enumerate(anns, start=1):
+        ann["id"] = i
+    coco_api.createIndex()
 
 
 class COCODetectionEvaluator(COCOEvaluator):
@@ -54,6 +76,8 @@ class COCODetectionEvaluator(COCOEvaluator):
             use_fast_impl=has_compiled_ops(),
         )
         self._per_category: List[list] = []
+        if self._do_evaluation:
+            _renumber_annotation_id_zero(self._coco_api, dataset_name)
 
     def reset(self):
         super().reset()

@@ -32,7 +32,7 @@ def coco_with_problems(tmp_path):
             {"id": 5, "file_name": "small.png", "width": 64, "height": 48},
         ],
         "annotations": [
-            {"id": 1, "image_id": 0, "category_id": 0, "bbox": [5, 5, 20, 20], "iscrowd": 0},
+            {"id": 0, "image_id": 0, "category_id": 0, "bbox": [5, 5, 20, 20], "iscrowd": 0},  # id 0
             {"id": 2, "image_id": 0, "category_id": 1, "bbox": [50, 30, 30, 10], "iscrowd": 0},  # outside
             {"id": 3, "image_id": 1, "category_id": 1, "bbox": [10, 10, 0, 12], "iscrowd": 0},  # zero area
             {"id": 4, "image_id": 1, "category_id": 7, "bbox": [10, 10, 5, 5], "iscrowd": 0},  # unknown cat
@@ -60,6 +60,7 @@ def test_coco_planted_problems(coco_with_problems):
         ("unknown category", "annotations[3] (id 4)"),
         ("duplicate id", "annotations[4] (id 4)"),
         ("unknown image", "annotations[5] (id 6)"),
+        ("annotation id 0", "annotations[0] (id 0)"),
     }
     assert all(p.file == json_file for p in report.problems)
     assert "missing.png" in next(p.message for p in report.problems if p.kind == "missing image")
@@ -67,7 +68,7 @@ def test_coco_planted_problems(coco_with_problems):
     assert report.class_histogram == {"cat": 2, "dog": 2}
     assert report.id_mapping == ["category id 0 ('cat') -> 0", "category id 1 ('dog') -> 1"]
     text = report.format()
-    assert "problems: 9" in text and "unknown category: 1" in text
+    assert "problems: 10" in text and "unknown category: 1" in text
 
 
 def test_voc_planted_problems(tmp_path):
