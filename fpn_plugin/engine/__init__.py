@@ -1,5 +1,5 @@
 """Training: the trainer, its hooks, schedules and precision."""
-from .checkpointer import AtomicDetectionCheckpointer, AtomicSaveMixin
+from .checkpointer import AtomicDetectionCheckpointer, AtomicPluginCheckpointer, AtomicSaveMixin
 from .launch import launch
 from .precision import Precision, resolve_precision
 from .schedule import apply_epochs, scale_schedule
@@ -9,6 +9,7 @@ from .train_loop import AccumulatingTrainer, NonFiniteLossError
 __all__ = [
     "AccumulatingTrainer",
     "AtomicDetectionCheckpointer",
+    "AtomicPluginCheckpointer",
     "AtomicSaveMixin",
     "NonFiniteLossError",
     "Precision",

@@ -5,7 +5,9 @@ import tempfile
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["AtomicSaveMixin", "AtomicDetectionCheckpointer", "atomic_write"]
+from ..checkpoint import PluginCheckpointer
+
+__all__ = ["AtomicSaveMixin", "AtomicDetectionCheckpointer", "AtomicPluginCheckpointer", "atomic_write"]
 
 
 def atomic_write(path: str, write_fn, mode: str = "wb") -> None:
@@ -58,3 +60,8 @@ class AtomicSaveMixin:
 
 class AtomicDetectionCheckpointer(AtomicSaveMixin, DetectionCheckpointer):
     """detectron2's ``DetectionCheckpointer`` (weights of any detectron2 format) with atomic saves."""
+
+
+class AtomicPluginCheckpointer(AtomicSaveMixin, PluginCheckpointer):
+    """fpn_plugin's checkpointer (torchvision, MSRA, VGG and detectron2 weights in
+    ``MODEL.WEIGHTS``, with their pixel-format checks) with atomic saves: the trainer's."""

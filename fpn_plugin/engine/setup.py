@@ -5,6 +5,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_fpn_plugin_config
+from ..data import setup_datasets
 from ..device import resolve_device
 
 __all__ = ["setup_cfg", "config_device"]
@@ -25,9 +26,11 @@ def config_device(args) -> str:
 
 
 def setup_cfg(args):
-    """detectron2's setup: get_cfg + fpn_plugin's keys + file + overrides, then default_setup."""
+    """get_cfg + fpn_plugin's keys + file + overrides, datasets, then detectron2's default_setup."""
     cfg = _load_cfg(args)
     cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)  # "auto" -> "cuda" or "cpu"
+    # The config's own datasets (DATASETS.CUSTOM ...) registered, NUM_CLASSES following them.
+    setup_datasets(cfg, args.config_file or None)
     cfg.freeze()
     default_setup(cfg, args)
     # default_setup sets up detectron2's and fvcore's loggers; the engine logs under fpn_plugin.

@@ -14,7 +14,7 @@ from fvcore.nn.precise_bn import get_bn_modules
 
 from ..device import resolve_device
 from . import hooks
-from .checkpointer import AtomicDetectionCheckpointer
+from .checkpointer import AtomicPluginCheckpointer
 from .data import build_resumable_train_loader
 from .precision import Precision, resolve_precision
 from .rng import get_rng_state, preserve_rng_state, set_rng_state
@@ -101,7 +101,7 @@ class Trainer(DefaultTrainer):
         the weight formats ``MODEL.WEIGHTS`` may name.
         """
         extra = {"trainer": trainer} if trainer is not None else {}
-        return AtomicDetectionCheckpointer(model, cfg.OUTPUT_DIR, **extra)
+        return AtomicPluginCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR, **extra)
 
     @classmethod
     def build_train_loader(cls, cfg):
