@@ -117,6 +117,25 @@ def _check_box(report, file, where, x0, y0, x1, y1, width, height, lower=0.0):
     return True
 
 
+def _hint_xyxy(report: Report, json_file: str, annotations, images) -> None:
+    """Boxes outside the image that would fit as [x0, y0, x1, y1]: COCO wants [x, y, w, h]."""
+    outside = fits_as_xyxy = 0
+    for ann in annotations:
+        img = images.get(ann.get("image_id"))
+        bbox = ann.get("bbox")
+        if not img or not isinstance(bbox, list) or len(bbox) != 4 or not img.get("width"):
+            continue
+        x, y, w, h = (float(v) for v in bbox)
+        if x + w > img["width"] or y + h > img["height"]:
+            outside += 1
+            fits_as_xyxy += x < w <= img["width"] and y < h <= img["height"]
+    if outside and fits_as_xyxy >= max(1, outside // 2):
+        report.add("box format", json_file, "annotations",
+                   f"{fits_as_xyxy} of the {outside} boxes outside their image fit inside it when "
+                   "read as [x0, y0, x1, y1]: COCO's bbox is [x, y, width, height]; convert "
+                   "with width = x1 - x0, height = y1 - y0")
+
+
 def check_coco(json_file: str, image_root: str, check_images: bool = True, num_samples: int = 4) -> Report:
     """Check a COCO detection JSON and its image folder."""
     report = Report(f"COCO {json_file} (images in {image_root})")
@@ -182,6 +201,7 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True, num_s
         report.class_histogram[name] += 1
         _check_box(report, json_file, where, x, y, x + w, y + h, img.get("width"), img.get("height"))
         by_image.setdefault(ann["image_id"], []).append((name, (x, y, x + w, y + h)))
+    _hint_xyxy(report, json_file, data.get("annotations", []), images)
     for iid in list(images)[:num_samples]:
         report.samples.append((os.path.join(image_root, images[iid].get("file_name", "")), by_image.get(iid, [])))
     return report

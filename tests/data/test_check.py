@@ -157,3 +157,18 @@ def test_registered_dataset_dicts_are_checked(tmp_path):
         ("unknown category", "dataset dict [0] (image_id 1) annotation 2"),
     ]
     assert report.class_histogram == {"a": 2}
+
+
+def test_xyxy_boxes_in_a_coco_file_are_recognised(tmp_path):
+    _image(tmp_path / "a.png", w=100, h=80)
+    boxes_xyxy = [[10, 40, 60, 75], [40, 30, 90, 70], [50, 5, 95, 40]]
+    data = {"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
+            "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": b, "iscrowd": 0}
+                            for k, b in enumerate(boxes_xyxy)],
+            "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    report = check_coco(str(tmp_path / "a.json"), str(tmp_path))
+    kinds = report.kinds()
+    assert kinds["box outside image"] == 3 and kinds["box format"] == 1
+    hint = next(p for p in report.problems if p.kind == "box format")
+    assert "3 of the 3 boxes outside their image fit inside it when read as [x0, y0, x1, y1]" in hint.message
