@@ -19,7 +19,7 @@ from detectron2.utils import comm
 
 from .explain import PredictionCounter, no_predictions_message
 from .tables import markdown_table, write_table
-from .voc_metric import ClassResult, evaluate_class, mean_ignoring_nan
+from .voc_metric import ClassResult, evaluate_class_at, mean_ignoring_nan
 
 __all__ = ["VOCDetectionEvaluator", "voc_ground_truth"]
 
@@ -153,11 +153,11 @@ class VOCDetectionEvaluator(DatasetEvaluator):
 
     def compute(self, gt, dets) -> Dict[str, float]:
         """The metrics from ground truth (see :func:`voc_ground_truth`) and detections per class."""
-        per_thresh: Dict[float, List[ClassResult]] = {}
-        for t in IOU_THRESHOLDS:
-            per_thresh[t] = [
-                evaluate_class(gt[c], dets.get(c, []), t) for c in range(len(self._class_names))
-            ]
+        per_class = [evaluate_class_at(gt[c], dets.get(c, []), IOU_THRESHOLDS)
+                     for c in range(len(self._class_names))]
+        per_thresh: Dict[float, List[ClassResult]] = {
+            t: [r[k] for r in per_class] for k, t in enumerate(IOU_THRESHOLDS)
+        }
         at50 = per_thresh[0.5]
         field = "ap_07" if self._is_2007 else "ap_area"
 

@@ -8,11 +8,11 @@ Boxes are in detectron2's continuous XYXY coordinates, in which a VOC box annota
 IoU equals the devkit's IoU with its ``+1`` pixel widths, so the matching is the devkit's.
 """
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["ClassResult", "voc_ap_07", "voc_ap_area", "evaluate_class"]
+__all__ = ["ClassResult", "voc_ap_07", "voc_ap_area", "evaluate_class", "evaluate_class_at"]
 
 
 @dataclass
@@ -87,42 +87,62 @@ def evaluate_class(
     Returns:
         ClassResult.
     """
+    return evaluate_class_at(gt, dets, [iou_thresh])[0]
+
+
+def evaluate_class_at(
+    gt: Dict[object, Tuple[np.ndarray, np.ndarray]],
+    dets: Iterable[Tuple[object, float, Iterable[float]]],
+    iou_thresholds: Sequence[float],
+) -> List[ClassResult]:
+    """:func:`evaluate_class` at several IoU thresholds, computing the IoUs once.
+
+    Which ground-truth box a detection is compared with (its highest-IoU box) does not depend
+    on the threshold; only the matching state does, so the IoUs are computed once.
+    """
     dets = list(dets)
     num_gt = int(sum(int((~d).sum()) for _, d in gt.values()))
     num_difficult = int(sum(int(d.sum()) for _, d in gt.values()))
     scores = np.array([d[1] for d in dets], dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
-    matched = {img: np.zeros(len(boxes), dtype=bool) for img, (boxes, _) in gt.items()}
-    tp = np.zeros(len(dets))
-    fp = np.zeros(len(dets))
+    # Per detection, in rank order: its image, best ground-truth index and IoU (-1 if none).
+    best_j = np.full(len(dets), -1, dtype=np.int64)
+    best_iou = np.full(len(dets), -np.inf)
+    images = []
     for rank, i in enumerate(order):
         image_id, _, box = dets[i]
-        boxes, difficult = gt.get(image_id, (np.zeros((0, 4)), np.zeros(0, dtype=bool)))
-        if len(boxes) == 0:
-            fp[rank] = 1
-            continue
-        ious = _iou(np.asarray(box, dtype=np.float64), boxes)
-        j = int(np.argmax(ious))
-        if ious[j] > iou_thresh:
-            if difficult[j]:
+        images.append(image_id)
+        boxes = gt.get(image_id, (np.zeros((0, 4)),))[0]
+        if len(boxes):
+            ious = _iou(np.asarray(box, dtype=np.float64), boxes)
+            best_j[rank] = int(np.argmax(ious))
+            best_iou[rank] = ious[best_j[rank]]
+    results = []
+    for thresh in iou_thresholds:
+        matched = {img: np.zeros(len(boxes), dtype=bool) for img, (boxes, _) in gt.items()}
+        tp = np.zeros(len(dets))
+        fp = np.zeros(len(dets))
+        for rank, image_id in enumerate(images):
+            j = best_j[rank]
+            if j < 0 or not best_iou[rank] > thresh:
+                fp[rank] = 1
+            elif gt[image_id][1][j]:
                 continue  # a detection of a difficult object neither helps nor hurts
-            if not matched[image_id][j]:
+            elif not matched[image_id][j]:
                 tp[rank] = 1
                 matched[image_id][j] = True
             else:
                 fp[rank] = 1
-        else:
-            fp[rank] = 1
-    if num_gt == 0:
-        nan = float("nan")
-        return ClassResult(nan, nan, 0, num_difficult, len(dets), 0)
-    tp_cum, fp_cum = np.cumsum(tp), np.cumsum(fp)
-    rec = tp_cum / num_gt
-    prec = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
-    return ClassResult(
-        voc_ap_07(rec, prec), voc_ap_area(rec, prec), num_gt, num_difficult, len(dets),
-        int(tp.sum()),
-    )
+        if num_gt == 0:
+            nan = float("nan")
+            results.append(ClassResult(nan, nan, 0, num_difficult, len(dets), 0))
+            continue
+        tp_cum, fp_cum = np.cumsum(tp), np.cumsum(fp)
+        rec = tp_cum / num_gt
+        prec = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
+        results.append(ClassResult(voc_ap_07(rec, prec), voc_ap_area(rec, prec), num_gt,
+                                   num_difficult, len(dets), int(tp.sum())))
+    return results
 
 
 def mean_ignoring_nan(values: List[float]) -> float:
