@@ -56,7 +56,9 @@ def register_voc_0712(root: str, name: str = "voc_0712_trainval") -> None:
     dirs = [os.path.join(root, "VOC2007"), os.path.join(root, "VOC2012")]
     DatasetCatalog.register(
         name,
-        lambda: [d for dirname in dirs for d in load_voc_instances(dirname, "trainval", VOC_CLASS_NAMES)],
+        lambda: [
+            d for dirname in dirs for d in load_voc_instances(dirname, "trainval", VOC_CLASS_NAMES)
+        ],
     )
     # No "dirname": two folders. Evaluate on voc_2007_test, as the papers do.
     MetadataCatalog.get(name).set(thing_classes=list(VOC_CLASS_NAMES), evaluator_type="pascal_voc")

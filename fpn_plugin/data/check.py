@@ -3,7 +3,8 @@
 Prints image and box counts, the class histogram, the id mapping training will use, and every
 problem found, each with its file and index: missing or unreadable image, image size differing
 from the annotation, box outside the image or of zero area, unknown category, duplicate ids,
-annotations of unknown images, malformed files, annotation id 0 (which pycocotools mis-scores). Draws the ground truth on a few images.
+annotations of unknown images, malformed files, annotation id 0 (which pycocotools
+mis-scores), [x0, y0, x1, y1] boxes in a COCO file. Draws the ground truth on a few images.
 Exits with status 1 when there are problems, so it can gate a pipeline.
 
 Examples::
@@ -22,7 +23,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["Problem", "Report", "check_coco", "check_voc", "check_dataset", "draw_ground_truth", "main"]
+__all__ = [
+    "Problem", "Report", "check_coco", "check_voc", "check_dataset", "draw_ground_truth", "main",
+]
 
 
 @dataclass
@@ -101,7 +104,8 @@ def _check_image(report: Report, path: str, file: str, where: str, width, height
         report.add(result[0], file, where, f"{path}: {result[1]}")
     elif width and height and tuple(result[1]) != (int(width), int(height)):
         report.add("image size mismatch", file, where,
-                   f"{path} is {result[1][0]}x{result[1][1]} but the annotation says {width}x{height}")
+                   f"{path} is {result[1][0]}x{result[1][1]} but the annotation says "
+                   f"{width}x{height}")
 
 
 def _check_box(report, file, where, x0, y0, x1, y1, width, height, lower=0.0):
@@ -136,7 +140,8 @@ def _hint_xyxy(report: Report, json_file: str, annotations, images) -> None:
                    "with width = x1 - x0, height = y1 - y0")
 
 
-def check_coco(json_file: str, image_root: str, check_images: bool = True, num_samples: int = 4) -> Report:
+def check_coco(json_file: str, image_root: str, check_images: bool = True,
+               num_samples: int = 4) -> Report:
     """Check a COCO detection JSON and its image folder."""
     report = Report(f"COCO {json_file} (images in {image_root})")
     try:
@@ -151,7 +156,8 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True, num_s
     cat_name = {}
     for i, c in enumerate(cats):
         if c.get("id") in cat_name:
-            report.add("duplicate id", json_file, f"categories[{i}]", f"category id {c.get('id')} repeats")
+            report.add("duplicate id", json_file, f"categories[{i}]",
+                       f"category id {c.get('id')} repeats")
         cat_name[c.get("id")] = c.get("name")
     for k, cid in enumerate(sorted(cat_name)):
         report.id_mapping.append(f"category id {cid} ({cat_name[cid]!r}) -> {k}")
@@ -166,8 +172,8 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True, num_s
     report.num_images = len(images)
     for iid, img in images.items():
         path = os.path.join(image_root, img.get("file_name", ""))
-        _check_image(report, path, json_file, f"image id {iid}", img.get("width"), img.get("height"),
-                     check_images)
+        _check_image(report, path, json_file, f"image id {iid}", img.get("width"),
+                     img.get("height"), check_images)
     ann_ids = set()
     by_image: Dict[object, list] = {}
     for i, ann in enumerate(data.get("annotations", [])):
@@ -182,7 +188,8 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True, num_s
         ann_ids.add(ann.get("id"))
         img = images.get(ann.get("image_id"))
         if img is None:
-            report.add("unknown image", json_file, where, f"image_id {ann.get('image_id')} is not in 'images'")
+            report.add("unknown image", json_file, where,
+                       f"image_id {ann.get('image_id')} is not in 'images'")
             continue
         if ann.get("category_id") not in cat_name:
             report.add("unknown category", json_file, where,
@@ -191,7 +198,8 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True, num_s
             continue
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
-            report.add("malformed box", json_file, where, f"bbox {bbox!r} is not [x, y, width, height]")
+            report.add("malformed box", json_file, where,
+                       f"bbox {bbox!r} is not [x, y, width, height]")
             continue
         if ann.get("iscrowd", 0):
             continue  # crowd regions are not trained on as boxes
@@ -199,11 +207,13 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True, num_s
         name = cat_name[ann["category_id"]]
         report.num_boxes += 1
         report.class_histogram[name] += 1
-        _check_box(report, json_file, where, x, y, x + w, y + h, img.get("width"), img.get("height"))
+        _check_box(report, json_file, where, x, y, x + w, y + h, img.get("width"),
+                   img.get("height"))
         by_image.setdefault(ann["image_id"], []).append((name, (x, y, x + w, y + h)))
     _hint_xyxy(report, json_file, data.get("annotations", []), images)
     for iid in list(images)[:num_samples]:
-        report.samples.append((os.path.join(image_root, images[iid].get("file_name", "")), by_image.get(iid, [])))
+        path = os.path.join(image_root, images[iid].get("file_name", ""))
+        report.samples.append((path, by_image.get(iid, [])))
     return report
 
 
@@ -225,7 +235,8 @@ def check_voc(annotations_dir: str, images_dir: str, ids: Optional[Sequence[str]
     for image_id in seen:
         xml = os.path.join(annotations_dir, image_id + ".xml")
         if not os.path.isfile(xml):
-            report.add("missing annotation", xml, f"image id {image_id!r}", "the XML file does not exist")
+            report.add("missing annotation", xml, f"image id {image_id!r}",
+                       "the XML file does not exist")
             continue
         try:
             rec = parse_voc_xml(xml)
@@ -339,15 +350,20 @@ def draw_ground_truth(report: Report, output_dir: str) -> List[str]:
 def _parse_args(argv):
     p = argparse.ArgumentParser(
         prog="python -m fpn_plugin.data.check",
-        description="Check a detection dataset: counts, class histogram, id mapping, problems, drawings.",
+        description="Check a detection dataset: counts, class histogram, id mapping, problems, "
+        "drawings.",
     )
     p.add_argument("datasets", nargs="*", help="registered dataset names")
     p.add_argument("--config-file", help="check the TRAIN and TEST datasets of this config")
-    p.add_argument("--coco", nargs=2, metavar=("JSON", "IMAGE_DIR"), help="a COCO JSON and its images")
-    p.add_argument("--vocdevkit", nargs=2, metavar=("DIR", "SPLIT"), help="a VOCdevkit folder and split")
+    p.add_argument("--coco", nargs=2, metavar=("JSON", "IMAGE_DIR"),
+                   help="a COCO JSON and its images")
+    p.add_argument("--vocdevkit", nargs=2, metavar=("DIR", "SPLIT"),
+                   help="a VOCdevkit folder and split")
     p.add_argument("--voc-folder", metavar="DIR", help="a flat folder of images and XMLs")
-    p.add_argument("--classes", default="", help="comma-separated class names (VOC), else from the data")
-    p.add_argument("--draw", type=int, default=4, help="images to draw the ground truth on (default 4)")
+    p.add_argument("--classes", default="",
+                   help="comma-separated class names (VOC), else from the data")
+    p.add_argument("--draw", type=int, default=4,
+                   help="images to draw the ground truth on (default 4)")
     p.add_argument("--output", default="dataset_check", help="folder for the drawings")
     p.add_argument("--no-images", action="store_true", help="do not open the images (faster)")
     return p.parse_args(argv)
@@ -368,10 +384,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         dirname, split = args.vocdevkit
         list_file = os.path.join(dirname, "ImageSets", "Main", split + ".txt")
-        reports.append(check_voc(os.path.join(dirname, "Annotations"), os.path.join(dirname, "JPEGImages"),
-                                 read_image_set(list_file), classes, check_images, args.draw, list_file))
+        reports.append(check_voc(
+            os.path.join(dirname, "Annotations"), os.path.join(dirname, "JPEGImages"),
+            read_image_set(list_file), classes, check_images, args.draw, list_file,
+        ))
     if args.voc_folder:
-        reports.append(check_voc(args.voc_folder, args.voc_folder, None, classes, check_images, args.draw))
+        reports.append(check_voc(args.voc_folder, args.voc_folder, None, classes, check_images,
+                                 args.draw))
     names = list(args.datasets)
     if args.config_file:
         from detectron2.config import get_cfg
@@ -386,8 +405,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name in names:
         reports.append(check_dataset(name, check_images, args.draw))
     if not reports:
-        print("Nothing to check: give dataset names, --config-file, --coco, --vocdevkit or --voc-folder.",
-              file=sys.stderr)
+        print("Nothing to check: give dataset names, --config-file, --coco, --vocdevkit or "
+              "--voc-folder.", file=sys.stderr)
         return 2
     failed = False
     for k, report in enumerate(reports):

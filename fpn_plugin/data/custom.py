@@ -12,8 +12,9 @@ Example::
 Keys of one dataset:
 
 - ``FORMAT``: ``coco`` (a COCO JSON and an image folder), ``vocdevkit`` (``Annotations/``,
-  ``JPEGImages/`` and ``ImageSets/Main/<SPLIT>.txt``; SPLIT may also be a ``.txt`` list file) or ``voc_folder`` (a flat folder of
-  images and XMLs; ``ANNOTATIONS`` and ``IMAGES`` may name two folders instead of ``DIR``).
+  ``JPEGImages/`` and ``ImageSets/Main/<SPLIT>.txt``; SPLIT may also be a ``.txt`` list file)
+  or ``voc_folder`` (a flat folder of images and XMLs; ``ANNOTATIONS`` and ``IMAGES`` may name
+  two folders instead of ``DIR``).
 - ``CLASSES``: the class names in contiguous-id order. Optional: by default they come from the
   data (COCO categories by id; for VOC, the sorted names found in all the XML files of the
   folder, not only of the split, so train and val agree).
@@ -58,6 +59,10 @@ def coco_class_names(json_file: str) -> Tuple[List[str], Dict[int, int]]:
     return [c["name"] for c in cats], {c["id"]: i for i, c in enumerate(cats)}
 
 
+def _xml_files(folder: str) -> List[str]:
+    return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".xml")]
+
+
 def _unregister(name: str) -> None:
     # Re-registering the same name (a config loaded twice, a changed path) replaces it.
     if name in DatasetCatalog.list():
@@ -96,7 +101,8 @@ def register_custom_dataset(
         raise ValueError(f"{key} (FORMAT {fmt}) needs {missing}.")
     if name in DatasetCatalog.list() and not MetadataCatalog.get(name).get("fpn_plugin_custom"):
         raise ValueError(
-            f"{key}: {name!r} is already a registered dataset (a builtin one?); choose another name."
+            f"{key}: {name!r} is already a registered dataset (a builtin one?); choose "
+            "another name."
         )
 
     def path(k):
@@ -115,7 +121,9 @@ def register_custom_dataset(
         register_coco_instances(name, {}, json_file, images)
         # Known before the data is loaded, so NUM_CLASSES can be checked and the evaluator
         # can map ids back (load_coco_json sets the same values again when it runs).
-        MetadataCatalog.get(name).set(thing_classes=classes, thing_dataset_id_to_contiguous_id=id_map)
+        MetadataCatalog.get(name).set(
+            thing_classes=classes, thing_dataset_id_to_contiguous_id=id_map
+        )
     else:
         if fmt == "vocdevkit":
             dirname, split = path("DIR"), str(spec["SPLIT"])
@@ -123,17 +131,13 @@ def register_custom_dataset(
                 split = path("SPLIT")
             ann_dir = os.path.join(dirname, "Annotations")
             # Classes from every XML of the folder, not only this split: train and val agree.
-            classes = listed or voc_class_names(
-                [os.path.join(ann_dir, f) for f in sorted(os.listdir(ann_dir)) if f.endswith(".xml")]
-            )
+            classes = listed or voc_class_names(_xml_files(ann_dir))
             DatasetCatalog.register(name, lambda: load_vocdevkit(dirname, split, classes))
             MetadataCatalog.get(name).set(dirname=dirname, split=split)
         else:
             ann_dir = path("ANNOTATIONS") if spec.get("ANNOTATIONS") else path("DIR")
             img_dir = path("IMAGES") if spec.get("IMAGES") else ann_dir
-            classes = listed or voc_class_names(
-                [os.path.join(ann_dir, f) for f in sorted(os.listdir(ann_dir)) if f.endswith(".xml")]
-            )
+            classes = listed or voc_class_names(_xml_files(ann_dir))
             DatasetCatalog.register(name, lambda: load_voc_folder(ann_dir, img_dir, None, classes))
         meta = MetadataCatalog.get(name)
         meta.set(thing_classes=list(classes), evaluator_type="pascal_voc")

@@ -70,8 +70,10 @@ ARCHIVES: Dict[str, List[Archive]] = {
     "coco2014": [
         Archive(f"{_COCO}/annotations/annotations_trainval2014.zip", "md5",
                 "0a379cfc70b0e71301e0f377548639bd", "coco", _PADDLE),
-        Archive(f"{_COCO}/zips/val2014.zip", "md5", "a3d79f5ed8d289b7a7554ce06a5782b3", "coco", _PADDLE),
-        Archive(f"{_COCO}/zips/train2014.zip", "md5", "0da8c0bd3d6becc4dcb32757491aca88", "coco", _PADDLE),
+        Archive(f"{_COCO}/zips/val2014.zip", "md5",
+                "a3d79f5ed8d289b7a7554ce06a5782b3", "coco", _PADDLE),
+        Archive(f"{_COCO}/zips/train2014.zip", "md5",
+                "0da8c0bd3d6becc4dcb32757491aca88", "coco", _PADDLE),
     ],
 }
 

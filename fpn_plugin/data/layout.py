@@ -14,12 +14,14 @@ __all__ = ["LAYOUTS", "check_layout", "main"]
 # dataset -> (files, folders with their expected number of images, image-set lists).
 LAYOUTS: Dict[str, dict] = {
     "coco2017": {
-        "files": ["coco/annotations/instances_train2017.json", "coco/annotations/instances_val2017.json"],
+        "files": ["coco/annotations/instances_train2017.json",
+                  "coco/annotations/instances_val2017.json"],
         "image_dirs": {"coco/train2017": 118287, "coco/val2017": 5000},
         "fetch": "python datasets/fetch_coco.py coco2017",
     },
     "coco2014": {
-        "files": ["coco/annotations/instances_train2014.json", "coco/annotations/instances_val2014.json"],
+        "files": ["coco/annotations/instances_train2014.json",
+                  "coco/annotations/instances_val2014.json"],
         "image_dirs": {"coco/train2014": 82783, "coco/val2014": 40504},
         "fetch": "python datasets/fetch_coco.py coco2014",
     },
@@ -75,13 +77,16 @@ def check_layout(root: str, names: Sequence[str] = tuple(LAYOUTS)) -> Dict[str, 
                     ids = [line.split()[0] for line in f if line.strip()]
                 if len(ids) != expected:
                     problems.append(f"{list_file} lists {len(ids)} image ids, expected {expected}")
-                no_xml = [i for i in ids if not os.path.isfile(os.path.join(base, "Annotations", i + ".xml"))]
-                no_jpg = [i for i in ids if not os.path.isfile(os.path.join(base, "JPEGImages", i + ".jpg"))]
+                ann_dir = os.path.join(base, "Annotations")
+                img_dir = os.path.join(base, "JPEGImages")
+                no_xml = [i for i in ids if not os.path.isfile(os.path.join(ann_dir, i + ".xml"))]
+                no_jpg = [i for i in ids if not os.path.isfile(os.path.join(img_dir, i + ".jpg"))]
                 for what, missing, folder in (("annotations", no_xml, "Annotations"),
                                               ("images", no_jpg, "JPEGImages")):
                     if missing:
                         problems.append(
-                            f"{len(missing)} {what} of {split} missing in {os.path.join(base, folder)}, "
+                            f"{len(missing)} {what} of {split} missing in "
+                            f"{os.path.join(base, folder)}, "
                             f"e.g. {', '.join(missing[:3])}"
                         )
         report[name] = problems
@@ -90,7 +95,8 @@ def check_layout(root: str, names: Sequence[str] = tuple(LAYOUTS)) -> Dict[str, 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description="Check the builtin datasets' folder layout.")
-    p.add_argument("datasets", nargs="*", default=list(LAYOUTS), help=f"any of {list(LAYOUTS)} (default: all)")
+    p.add_argument("datasets", nargs="*", default=list(LAYOUTS),
+                   help=f"any of {list(LAYOUTS)} (default: all)")
     p.add_argument("--root", default=os.environ.get("DETECTRON2_DATASETS", "datasets"),
                    help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
     args = p.parse_args(argv)

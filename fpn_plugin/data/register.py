@@ -30,7 +30,8 @@ def register_datasets_from_config(cfg, config_file: Optional[str] = None) -> Non
         register_builtin_under(root)
     shapes = cfg.DATASETS.get("SHAPES")
     if shapes is not None:
-        register_shapes(shapes.CACHE_DIR or os.path.join(root, "shapes"), ShapesSpec.from_config(cfg))
+        cache = shapes.CACHE_DIR or os.path.join(root, "shapes")
+        register_shapes(cache, ShapesSpec.from_config(cfg))
     register_custom_datasets(cfg, config_file)
 
 
@@ -46,7 +47,9 @@ def dataset_classes(name: str) -> List[str]:
         DatasetCatalog.get(name)  # COCO loaders set thing_classes when they run
     classes = meta.get("thing_classes")
     if not classes:
-        raise ValueError(f"Dataset {name!r} has no thing_classes metadata: its classes are unknown.")
+        raise ValueError(
+            f"Dataset {name!r} has no thing_classes metadata: its classes are unknown."
+        )
     return list(classes)
 
 

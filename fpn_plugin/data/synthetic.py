@@ -32,7 +32,8 @@ class ShapesSpec(tuple):
     """(seed, num_train, num_val, height, width): what determines the generated data."""
 
     def __new__(cls, seed=0, num_train=200, num_val=50, height=192, width=256):
-        return super().__new__(cls, (int(seed), int(num_train), int(num_val), int(height), int(width)))
+        values = (int(seed), int(num_train), int(num_val), int(height), int(width))
+        return super().__new__(cls, values)
 
     @property
     def folder_name(self) -> str:
@@ -92,7 +93,8 @@ def _make_image(rng: np.random.Generator, height: int, width: int):
         image[mask] = colour.astype(np.uint8)
         boxes.append(box)
         x0, y0, x1, y1 = box
-        anns.append((cls, [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], float(mask.sum())))
+        xywh = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+        anns.append((cls, xywh, float(mask.sum())))
     return image, anns
 
 

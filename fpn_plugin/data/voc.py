@@ -25,7 +25,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
 
 
 def read_image_set(path: str) -> List[str]:
-    """The image ids of an ``ImageSets/Main/<split>.txt`` list (first column; blank lines skipped)."""
+    """The image ids of an ``ImageSets/Main/<split>.txt`` list (first column, no blank lines)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"VOC image set list {path} does not exist. Expected one image id per line in "

@@ -28,7 +28,8 @@ def evaluator_kind(dataset_name: str, override: str = "") -> str:
         kind = override.lower()
         if kind not in ("voc", "coco"):
             raise ValueError(
-                f"TEST.EVALUATOR is {override!r}; use 'voc', 'coco' or '' (chosen from the dataset)."
+                f"TEST.EVALUATOR is {override!r}; use 'voc', 'coco' or '' (chosen from the "
+                "dataset)."
             )
         return kind
     meta = MetadataCatalog.get(dataset_name)
