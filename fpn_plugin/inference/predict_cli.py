@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'...")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (on CPUs with bf16 support it is faster)")
+    p.add_argument("--fast-cpu", action="store_true",
+                   help="CPU fast path: norms folded into convs, NHWC, TorchScript-frozen backbone "
+                        "(same detections up to fp32 rounding); with --bf16 also bf16 in the backbone")
     p.add_argument("--coco-gt", help="COCO ground-truth JSON: take image and category ids from it")
     p.add_argument("--no-vis", action="store_true", help="write predictions.json only")
     p.add_argument("--fiftyone", metavar="NAME",
@@ -201,7 +204,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     inputs = expand_inputs(args.input)
-    predictor = Predictor(_setup_cfg(args), args.batch_size, "bf16" if args.bf16 else "fp32")
+    try:
+        predictor = Predictor(_setup_cfg(args), args.batch_size, "bf16" if args.bf16 else "fp32", fast_cpu=args.fast_cpu)
+    except ValueError as e:  # e.g. --fast-cpu with a CUDA device
+        print(f"predict.py: {e}", file=sys.stderr)
+        return 2
     try:
         run = _Run(args, predictor)
     except ValueError as e:

@@ -46,12 +46,15 @@ class Predictor:
     an explicit channel order for arrays); a list of images runs in batches of ``batch_size``
     in one forward each; weights load through :class:`PluginCheckpointer` (every format it
     knows), and the class names come from the checkpoint when the trainer wrote them there.
+    ``fast_cpu=True`` runs the model in the CPU fast form of
+    :func:`~fpn_plugin.inference.fast_cpu.optimize_for_cpu` (same detections up to fp32
+    rounding; with precision "bf16" its backbone in bf16).
 
     Attributes:
         class_names (list[str] or None): names of the model's contiguous class ids.
     """
 
-    def __init__(self, cfg, batch_size: int = 1, precision: str = "fp32"):
+    def __init__(self, cfg, batch_size: int = 1, precision: str = "fp32", fast_cpu: bool = False):
         self.cfg = cfg.clone()  # the model may modify it
         self.cfg.defrost()
         self.cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
@@ -71,6 +74,20 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
+        self.fast_cpu = fast_cpu
+        if fast_cpu:
+            self._make_fast()
+
+    def _make_fast(self) -> None:
+        # The CPU fast path (fast_cpu.py): norms folded, NHWC, the backbone frozen by TorchScript;
+        # with precision "bf16" its backbone under bf16 (it warns on CPUs that emulate bf16).
+        from .fast_cpu import optimize_for_cpu
+
+        if torch.device(self.cfg.MODEL.DEVICE).type != "cpu":
+            raise ValueError(f"fast_cpu is for MODEL.DEVICE cpu, got {self.cfg.MODEL.DEVICE!r}: drop fast_cpu on a GPU")
+        if self.precision == "fp16":
+            raise ValueError("fast_cpu runs fp32 or bf16; fp16 is for CUDA")
+        self.model = optimize_for_cpu(self.model, bf16=self.precision == "bf16", inplace=True)
 
     def model_input(self, rgb: np.ndarray) -> dict:
         """The model's input dict for an RGB uint8 image: resized, in INPUT.FORMAT, CHW float."""

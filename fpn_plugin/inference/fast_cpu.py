@@ -1,0 +1,278 @@
+"""A CPU fast path for inference: turn an eval-mode detectron2 model into a faster equivalent.
+
+:func:`optimize_for_cpu` applies, each switchable:
+
+- ``fold_bn``: every eval-mode norm that directly follows a convolution (detectron2's
+  ``FrozenBatchNorm2d``, ``BatchNorm2d`` with running statistics) is folded into that
+  convolution's weight and bias: ``y = (conv(x) - mean) * g / sqrt(var + eps) + b`` is again a
+  convolution. Exact up to fp32 rounding (see :func:`fold_conv_norm`), and one pass over the
+  feature map fewer per conv.
+- ``channels_last``: the backbone's 4-D weights in NHWC order. oneDNN's convolutions run on
+  NHWC natively; the NCHW path reorders every activation before and after each conv.
+- ``jit``: the backbone traced and frozen by TorchScript (``torch.jit.freeze``), which lets
+  oneDNN fuse conv + add + ReLU. The backbone is a pure tensor function of the padded image
+  batch, so one trace serves every image size; the heads (Instances, NMS, data-dependent
+  shapes) stay eager Python.
+- ``bf16``: the backbone under bf16 autocast. Fast only on CPUs with native bf16 (avx512_bf16,
+  AMX); elsewhere oneDNN emulates it, slower than fp32. ``"auto"`` uses it only where
+  supported; ``True`` forces it and warns where it is emulated. Its detections differ from
+  fp32 by bf16 rounding: measure the match rate (``benchmarks/bench_cpu_inference.py``).
+
+What measured faster on which CPU is in that benchmark's table; on a 2-core AVX2 CPU without
+bf16 (where this was written) bf16 is several times *slower*, hence ``"auto"``.
+"""
+import copy
+import logging
+import warnings
+from typing import Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from detectron2.layers import FrozenBatchNorm2d
+
+__all__ = ["optimize_for_cpu", "fold_conv_norm", "fold_batch_norms", "cpu_supports_bf16", "FastBackbone"]
+
+logger = logging.getLogger(__name__)
+
+# Norms that are a fixed per-channel affine map in eval mode, so foldable into a conv.
+_FOLDABLE_NORMS = (FrozenBatchNorm2d, nn.BatchNorm2d)
+
+
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN runs bf16 natively on this CPU (avx512_bf16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def _norm_scale_shift(norm: nn.Module):
+    """(scale, shift) with ``norm(x) == x * scale + shift`` per channel, in fp64 for exactness."""
+    if isinstance(norm, nn.BatchNorm2d):
+        if norm.training:
+            raise ValueError(f"{type(norm).__name__} is in training mode (batch statistics): call model.eval() first")
+        if not norm.track_running_stats or norm.running_mean is None:
+            raise ValueError(f"{type(norm).__name__} without running statistics cannot be folded")
+    channels = norm.running_mean.numel()
+    weight = norm.weight if norm.weight is not None else torch.ones(channels)
+    bias = norm.bias if norm.bias is not None else torch.zeros(channels)
+    scale = weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
+    shift = bias.double() - norm.running_mean.double() * scale
+    return scale, shift
+
+
+@torch.no_grad()
+def fold_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
+    """Fold an eval-mode norm into the conv before it, in place; returns the conv.
+
+    The new weight is ``W * scale`` per output channel and the new bias ``b * scale + shift``,
+    computed in float64 and rounded once to the conv's dtype, so ``conv'(x)`` equals
+    ``norm(conv(x))`` up to fp32 rounding of the convolution's sums. The caller removes
+    ``norm`` from the forward path.
+
+    Args:
+        conv: a ``torch.nn.Conv2d`` (or detectron2's ``Conv2d``), not grouped over the norm's
+            channels in any other way than by output channel.
+        norm: ``FrozenBatchNorm2d`` or an eval-mode ``BatchNorm2d`` over ``conv``'s outputs.
+    """
+    if not isinstance(norm, _FOLDABLE_NORMS):
+        raise TypeError(f"cannot fold {type(norm).__name__}: only FrozenBatchNorm2d and BatchNorm2d are affine in eval mode")
+    if norm.running_mean.numel() != conv.out_channels:
+        raise ValueError(
+            f"the norm has {norm.running_mean.numel()} channels but the conv has {conv.out_channels} outputs"
+        )
+    scale, shift = _norm_scale_shift(norm)
+    dtype = conv.weight.dtype
+    conv.weight.copy_((conv.weight.double() * scale.view(-1, 1, 1, 1)).to(dtype))
+    old_bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(shift)
+    new_bias = (old_bias * scale + shift).to(dtype)
+    if conv.bias is None:
+        conv.bias = nn.Parameter(new_bias, requires_grad=False)
+    else:
+        conv.bias.copy_(new_bias)
+    return conv
+
+
+def fold_batch_norms(module: nn.Module) -> int:
+    """Fold every conv-then-norm pair of ``module`` in place; returns how many were folded.
+
+    Recognised pairs, the ones detectron2 and this plugin build:
+
+    - detectron2's ``Conv2d`` with a ``norm`` attribute (its ResNet, FPN, heads): the norm is
+      folded and set to None.
+    - a ``Conv2d`` directly followed by a norm inside an ``nn.Sequential`` (downsample
+      branches): the norm becomes ``nn.Identity``.
+    - torchvision-style blocks with attributes ``convN`` and ``bnN`` (the plugin ResNet):
+      ``bnN`` becomes ``nn.Identity``.
+    """
+    folded = 0
+    for parent in list(module.modules()):
+        if isinstance(parent, nn.Conv2d) and isinstance(getattr(parent, "norm", None), _FOLDABLE_NORMS):
+            fold_conv_norm(parent, parent.norm)
+            parent.norm = None
+            folded += 1
+            continue
+        if isinstance(parent, nn.Sequential):
+            names = list(parent._modules)
+            for first, second in zip(names, names[1:]):
+                conv, norm = parent._modules[first], parent._modules[second]
+                if isinstance(conv, nn.Conv2d) and isinstance(norm, _FOLDABLE_NORMS):
+                    fold_conv_norm(conv, norm)
+                    parent._modules[second] = nn.Identity()
+                    folded += 1
+        for name, child in list(parent.named_children()):
+            if name.startswith("conv") and isinstance(child, nn.Conv2d):
+                norm_name = "bn" + name[len("conv"):]
+                norm = getattr(parent, norm_name, None)
+                if isinstance(norm, _FOLDABLE_NORMS):
+                    fold_conv_norm(child, norm)
+                    setattr(parent, norm_name, nn.Identity())
+                    folded += 1
+    return folded
+
+
+class FastBackbone(nn.Module):
+    """Stands in for a detectron2 backbone: same interface, a faster body.
+
+    The body (the original backbone, or its frozen TorchScript trace) gets the image batch in
+    NHWC order and, with ``bf16``, runs under bf16 autocast; the features come back as fp32
+    so the heads see what they always saw.
+
+    Attributes:
+        original: the (folded, NHWC) eager backbone; ``output_shape``, ``size_divisibility``
+            and any other attribute are answered by it.
+    """
+
+    def __init__(self, original: nn.Module, body: Optional[nn.Module], channels_last: bool, bf16: bool):
+        super().__init__()
+        self.original = original
+        self.body = body if body is not None else original
+        self.channels_last = channels_last
+        self.bf16 = bf16
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            features = self.body(x)
+        if self.bf16:
+            features = {k: v.float() for k, v in features.items()}
+        return dict(features)
+
+    def output_shape(self):
+        return self.original.output_shape()
+
+    @property
+    def size_divisibility(self) -> int:
+        return self.original.size_divisibility
+
+    @property
+    def padding_constraints(self):
+        return getattr(self.original, "padding_constraints", {})
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["original"], name)
+
+
+def _trace_backbone(backbone: nn.Module, channels_last: bool) -> torch.jit.ScriptModule:
+    """The backbone traced on a dummy batch and frozen; valid for any size divisible as padded."""
+    div = max(int(backbone.size_divisibility or 1), 32)
+    example = torch.zeros(1, 3, 2 * div, 3 * div)
+    if channels_last:
+        example = example.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), warnings.catch_warnings():
+        # TorchScript is deprecated in favour of torch.compile/export, but its freeze + oneDNN
+        # fusion is what measured faster here, with no compile step at load time.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(backbone, example, strict=False, check_trace=False)
+        return torch.jit.freeze(traced)
+
+
+def _trace_rpn_head(model: nn.Module, channels_last: bool) -> torch.jit.ScriptModule:
+    """The RPN head (convs over a list of feature maps) traced on the backbone's dummy features."""
+    div = max(int(model.backbone.size_divisibility or 1), 32)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        features = model.backbone(torch.zeros(1, 3, 2 * div, 3 * div))
+        example = [features[f] for f in model.proposal_generator.in_features]
+        traced = torch.jit.trace(model.proposal_generator.rpn_head, (example,), strict=False, check_trace=False)
+        return torch.jit.freeze(traced)
+
+
+def _resolve_bf16(bf16: Union[bool, str]) -> bool:
+    supported = cpu_supports_bf16()
+    if bf16 == "auto":
+        return supported
+    if not isinstance(bf16, bool):
+        raise ValueError(f"bf16 must be True, False or 'auto', got {bf16!r}")
+    if bf16 and not supported:
+        warnings.warn(
+            "bf16 on a CPU without native bf16 (no avx512_bf16 or AMX; see `python -m "
+            "fpn_plugin.env`): oneDNN emulates it and it is slower than fp32 here. Use "
+            "bf16='auto' (or drop --bf16) to keep fp32 on this CPU.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return bf16
+
+
+def optimize_for_cpu(
+    model: nn.Module,
+    *,
+    bf16: Union[bool, str] = "auto",
+    fold_bn: bool = True,
+    channels_last: bool = True,
+    jit: bool = True,
+    inplace: bool = False,
+) -> nn.Module:
+    """The CPU fast form of an eval-mode detectron2 meta-architecture (``GeneralizedRCNN``...).
+
+    Args:
+        model: a model in eval mode, on the CPU, with a ``backbone`` attribute.
+        bf16: True, False or "auto" (only on CPUs with native bf16); see the module doc.
+        fold_bn: fold eval-mode norms into the convolutions before them (whole model).
+        channels_last: run the backbone in NHWC order.
+        jit: trace and freeze the backbone with TorchScript (fp32 only; with bf16 the
+            backbone stays eager under autocast).
+        inplace: change ``model`` itself instead of a deep copy.
+
+    Returns:
+        The same kind of model; its ``backbone`` is a :class:`FastBackbone`. In fp32 its
+        outputs equal the original's up to fp32 rounding (boxes within ~1e-3 px on the tests'
+        models).
+    """
+    if model.training:
+        raise ValueError("optimize_for_cpu needs an eval-mode model: call model.eval() first (training needs batch statistics)")
+    if not hasattr(model, "backbone"):
+        raise ValueError(f"optimize_for_cpu expects a detectron2 meta-architecture with a .backbone, got {type(model).__name__}")
+    devices = {p.device.type for p in model.parameters()}
+    if devices - {"cpu"}:
+        raise ValueError(f"optimize_for_cpu is for models on the CPU; this one is on {sorted(devices)}")
+    use_bf16 = _resolve_bf16(bf16)
+    if not inplace:
+        model = copy.deepcopy(model)
+    if isinstance(model.backbone, FastBackbone):
+        raise ValueError("this model is already optimized (its backbone is a FastBackbone)")
+    for p in model.parameters():
+        p.requires_grad_(False)  # inference only; folding and freezing assume it
+    if fold_bn:
+        n = fold_batch_norms(model)
+        logger.info("fast_cpu: folded %d norms into convolutions", n)
+    backbone = model.backbone
+    if channels_last:
+        backbone.to(memory_format=torch.channels_last)
+    body = _trace_backbone(backbone, channels_last) if jit and not use_bf16 else None
+    model.backbone = FastBackbone(backbone, body, channels_last, use_bf16)
+    rpn_head = getattr(getattr(model, "proposal_generator", None), "rpn_head", None)
+    if rpn_head is not None:
+        if channels_last:
+            rpn_head.to(memory_format=torch.channels_last)
+        if jit and not use_bf16:
+            model.proposal_generator.rpn_head = _trace_rpn_head(model, channels_last)
+    return model

@@ -1,0 +1,197 @@
+"""The CPU fast path: exact norm folding, the same detections, the Predictor/predict.py flag, bf16."""
+import json
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
+from detectron2.modeling import build_model
+
+from fpn_plugin.inference import Predictor
+from fpn_plugin.inference import fast_cpu
+from fpn_plugin.inference.fast_cpu import FastBackbone, fold_batch_norms, fold_conv_norm, optimize_for_cpu
+from fpn_plugin.inference.predict_cli import main
+from fpn_plugin.modeling.resnet import make_resnet_stage
+
+from .conftest import tiny_cfg
+
+
+def _random_frozen_bn(channels, generator):
+    norm = FrozenBatchNorm2d(channels)
+    norm.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
+    norm.bias.copy_(torch.randn(channels, generator=generator))
+    norm.running_mean.copy_(torch.randn(channels, generator=generator))
+    norm.running_var.copy_(torch.rand(channels, generator=generator) * 4 + 0.1)
+    return norm
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_folding_frozen_bn_into_a_conv_is_exact_up_to_fp32_rounding(bias):
+    g = torch.Generator().manual_seed(0)
+    norm = _random_frozen_bn(16, g)
+    conv = Conv2d(8, 16, 3, padding=1, bias=bias, norm=norm)
+    x = torch.randn(2, 8, 20, 24, generator=g)
+    with torch.no_grad():
+        before = conv(x)
+        fold_batch_norms(conv)
+        after = conv(x)
+    assert conv.norm is None and conv.bias is not None
+    # fp32 rounding of a 72-term sum scaled by up to ~4: far below 1e-4 of values of order 10.
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-4)
+    assert before.abs().max() > 1  # a non-trivial output
+
+
+def test_folding_eval_batchnorm_in_a_sequential_and_in_torchvision_style_blocks():
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    stage = make_resnet_stage(18, 2, norm="BN", stride_in_1x1=False).eval()
+    for m in stage.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics, as after training
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    x = torch.randn(1, 64, 32, 32, generator=g)
+    with torch.no_grad():
+        before = stage(x)
+        folded = fold_batch_norms(stage)
+        after = stage(x)
+    norms_left = [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert folded == 5 and norms_left == []  # 2 blocks x 2 convs + the downsample branch
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+
+
+def test_folding_refuses_training_mode_and_mismatched_channels():
+    with pytest.raises(ValueError, match="training mode"):
+        fold_conv_norm(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4).train())
+    with pytest.raises(ValueError, match="the norm has 5 channels but the conv has 4 outputs"):
+        fold_conv_norm(nn.Conv2d(3, 4, 1), FrozenBatchNorm2d(5))
+    with pytest.raises(TypeError, match="cannot fold GroupNorm"):
+        fold_conv_norm(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4))
+
+
+def _tiny_model():
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    g = torch.Generator().manual_seed(2)
+    for m in model.modules():  # FrozenBN statistics as a trained model has them
+        if isinstance(m, FrozenBatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(3)
+    return [
+        {"image": torch.randint(0, 256, (3, 96, 128), generator=g).float(), "height": 96, "width": 128},
+        {"image": torch.randint(0, 256, (3, 90, 150), generator=g).float(), "height": 180, "width": 300},
+    ]
+
+
+def _assert_same_detections(a, b):
+    assert len(a) == len(b) > 0
+    assert torch.equal(a.pred_classes, b.pred_classes)
+    torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor, rtol=0, atol=1e-2)
+    torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("options", [{}, {"jit": False}, {"channels_last": False, "jit": False}])
+def test_fast_model_gives_the_plain_models_detections(options):
+    model = _tiny_model()
+    fast = optimize_for_cpu(model, **options)
+    assert isinstance(fast.backbone, FastBackbone) and not isinstance(model.backbone, FastBackbone)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
+    assert fast.backbone.size_divisibility == model.backbone.size_divisibility
+    assert fast.backbone.output_shape() == model.backbone.output_shape()
+    with torch.no_grad():
+        plain_out, fast_out = model(_inputs()), fast(_inputs())
+    for a, b in zip(plain_out, fast_out):  # a batch of two sizes, one rescaled to its original
+        _assert_same_detections(a["instances"], b["instances"])
+
+
+def test_optimize_refuses_a_training_model_and_a_second_pass():
+    model = _tiny_model()
+    with pytest.raises(ValueError, match="needs an eval-mode model"):
+        optimize_for_cpu(model.train())
+    fast = optimize_for_cpu(model.eval(), jit=False)
+    with pytest.raises(ValueError, match="already optimized"):
+        optimize_for_cpu(fast)
+    with pytest.raises(ValueError, match="bf16 must be True, False or 'auto'"):
+        optimize_for_cpu(model, bf16="yes")
+
+
+def test_predictor_fast_cpu_gives_the_same_detections(tiny_detector):
+    cfg, _ = tiny_detector
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (120, 150, 3), dtype=np.uint8) for _ in range(2)]
+    fast = Predictor(cfg, batch_size=2, fast_cpu=True)
+    assert isinstance(fast.model.backbone, FastBackbone)
+    plain_out = Predictor(cfg, batch_size=2).predict(images, "RGB")
+    for a, b in zip(plain_out, fast.predict(images, "RGB")):
+        _assert_same_detections(a["instances"], b["instances"])
+
+
+def test_predictor_fast_cpu_refuses_fp16(tiny_detector):
+    cfg, _ = tiny_detector
+    with pytest.raises(ValueError, match="fast_cpu runs fp32 or bf16"):
+        Predictor(cfg, precision="fp16", fast_cpu=True)
+
+
+def test_predict_py_fast_cpu_writes_the_same_predictions(tiny_detector, tmp_path):
+    cfg, _ = tiny_detector
+    config = tmp_path / "tiny.yaml"
+    config.write_text(cfg.dump())
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        cv2.imwrite(str(folder / f"im{i}.png"), rng.integers(0, 256, (100, 140, 3), dtype=np.uint8))
+    results = {}
+    for flag in ([], ["--fast-cpu"]):
+        out = tmp_path / ("fast" if flag else "plain")
+        code = main(["--config-file", str(config), "--input", str(folder), "--output", str(out),
+                     "--no-vis", "--score-threshold", "0", "--device", "cpu", *flag])
+        assert code == 0
+        results[bool(flag)] = json.loads((out / "predictions.json").read_text())
+    plain, fast = results[False], results[True]
+    assert len(plain) == len(fast) > 0
+    for a, b in zip(plain, fast):
+        assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-2)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_auto_keeps_fp32(monkeypatch):
+    monkeypatch.setattr(fast_cpu, "cpu_supports_bf16", lambda: False)
+    model = _tiny_model()
+    with pytest.warns(RuntimeWarning, match="slower than fp32 here"):
+        forced = optimize_for_cpu(model, bf16=True)
+    assert forced.backbone.bf16 and forced.backbone.body is forced.backbone.original  # eager under autocast
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        auto = optimize_for_cpu(model, bf16="auto")
+    assert not auto.backbone.bf16
+    # bf16 features come back as fp32 for the heads, and the model still detects.
+    with torch.no_grad():
+        out = forced(_inputs())
+    assert out[0]["instances"].pred_boxes.tensor.dtype == torch.float32 and len(out[0]["instances"]) > 0
+
+
+def test_bf16_auto_is_used_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.setattr(fast_cpu, "cpu_supports_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fast = optimize_for_cpu(_tiny_model(), bf16="auto")
+    assert fast.backbone.bf16
+
+
+def test_fast_cpu_on_a_gpu_device_is_refused(tiny_detector):
+    cfg, _ = tiny_detector
+    predictor = Predictor(cfg)  # this machine may have no GPU: ask the check itself
+    predictor.cfg.MODEL.DEVICE = "cuda:0"
+    with pytest.raises(ValueError, match="fast_cpu is for MODEL.DEVICE cpu, got 'cuda:0'"):
+        predictor._make_fast()
