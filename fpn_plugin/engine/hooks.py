@@ -17,6 +17,7 @@ __all__ = [
     "ValidationLoss",
     "PlotCurves",
     "PeriodicWriter",
+    "BestCheckpointer",
     "is_eval_iteration",
 ]
 
@@ -256,4 +257,15 @@ class PeriodicWriter(d2_hooks.PeriodicWriter):
                 writer.write()
 
 
-BestCheckpointer = d2_hooks.BestCheckpointer  # detectron2 0.6 has it; re-exported for one import
+class BestCheckpointer(d2_hooks.BestCheckpointer):
+    """detectron2's BestCheckpointer, whose best value survives a resume.
+
+    detectron2's keeps the best value in memory only: after a resume the first evaluation
+    would overwrite ``model_best.pth`` even when it is worse than the best before the kill.
+    """
+
+    def state_dict(self):
+        return {"best_metric": self.best_metric, "best_iter": self.best_iter}
+
+    def load_state_dict(self, state):
+        self.best_metric, self.best_iter = state["best_metric"], state["best_iter"]

@@ -176,7 +176,7 @@ class Trainer(DefaultTrainer):
         if best.METRIC and comm.is_main_process():
             if best.MODE not in ("max", "min"):
                 raise ValueError(f"TEST.BEST_CHECKPOINT.MODE is {best.MODE!r}; choose 'max' or 'min'.")
-            ret.append(d2_hooks.BestCheckpointer(eval_period, self.checkpointer, best.METRIC, best.MODE))
+            ret.append(hooks.BestCheckpointer(eval_period, self.checkpointer, best.METRIC, best.MODE))
         stop = cfg.TEST.EARLY_STOPPING
         if stop.PATIENCE > 0:
             metric = stop.METRIC or best.METRIC

@@ -97,6 +97,16 @@ def test_best_checkpoint_val_loss_and_plots_follow_their_keys(tmp_path):
         image = matplotlib.image.imread(out / "plots" / f"{name}.png")
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
+    # A resume remembers the best value: a worse evaluation does not replace model_best.pth.
+    T2, calls2 = _scripted_trainer([5.0])
+    cfg.SOLVER.MAX_ITER = 10
+    resumed = T2(cfg)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 8
+    resumed.train()
+    assert calls2 == [10]
+    assert torch.load(out / "model_best.pth", weights_only=False)["iteration"] == 3
+
 
 @pytest.mark.slow
 def test_early_stopping_stops_at_the_evaluation_that_exhausts_patience(tmp_path, caplog):
