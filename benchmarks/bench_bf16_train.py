@@ -106,8 +106,9 @@ def main():
         results = {}
         for precision in ("fp32", mixed):
             p = Precision(precision, device)
-            results[precision] = (statistics.median(time_steps(model, data, p, args.warmup, args.iters)),
-                                  first_loss(model, data, p))
+            times = time_steps(model, data, p, args.warmup, args.iters)
+            results[precision] = (statistics.median(times), first_loss(model, data, p))
+            print(f"  {name}-FPN {precision}: steps {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
         for precision, (seconds, loss) in results.items():
             rows.append((f"{name}-FPN", precision, f"{seconds:.3f}", f"{seconds / results['fp32'][0]:.2f}x",
                          f"{abs(loss - ref_loss) / abs(ref_loss):.2e}"))

@@ -16,7 +16,7 @@ from ..device import resolve_device
 from . import hooks
 from .checkpointer import AtomicPluginCheckpointer
 from .data import build_resumable_train_loader
-from .precision import Precision, resolve_precision
+from .precision import Precision, cpu_bf16_is_native, resolve_precision
 from .rng import get_rng_state, preserve_rng_state, set_rng_state
 from .schedule import apply_epochs, format_table, scale_schedule
 from .train_loop import AccumulatingTrainer, NonFiniteLossError
@@ -79,6 +79,12 @@ class Trainer(DefaultTrainer):
         model = self.wrap_model(cfg, model)
         self.precision = Precision(resolve_precision(cfg, cfg.MODEL.DEVICE), cfg.MODEL.DEVICE)
         logger.info(f"Training on {cfg.MODEL.DEVICE} in {self.precision.name}.")
+        if self.precision.name == "bf16" and self.precision.device_type == "cpu" and not cpu_bf16_is_native():
+            logger.warning(
+                "SOLVER.AMP: bf16 on a CPU without native bf16 (no avx512_bf16/AMX; see "
+                "`python -m fpn_plugin.env`) is emulated and much slower than fp32 (about 10x in "
+                "benchmarks/bench_bf16_train.py on an AVX2 CPU). Set SOLVER.AMP.ENABLED False here."
+            )
         self._trainer = AccumulatingTrainer(
             model, data_loader, optimizer, cfg.SOLVER.ACCUMULATION_STEPS, self.precision
         )

@@ -7,7 +7,7 @@ import torch
 from _tiny import register_synthetic, tiny_cfg
 
 from fpn_plugin.engine import Trainer
-from fpn_plugin.engine.precision import Precision, resolve_precision
+from fpn_plugin.engine.precision import Precision, cpu_bf16_is_native, resolve_precision
 
 
 def _cfg(tmp_path, **amp):
@@ -42,14 +42,17 @@ def test_bf16_autocast_runs_matmuls_in_bf16_without_a_grad_scaler():
 
 
 @pytest.mark.slow
-def test_bf16_training_on_cpu_has_finite_losses_close_to_fp32(tmp_path):
+def test_bf16_training_on_cpu_has_finite_losses_close_to_fp32(tmp_path, caplog):
     register_synthetic("precision_train", str(tmp_path / "data"), num_images=4)
     first_losses = {}
     for name in ("fp32", "bf16"):
         cfg = tiny_cfg(str(tmp_path / name), "precision_train", max_iter=3)
         cfg.SOLVER.AMP.ENABLED = name == "bf16"
         torch.manual_seed(0)
-        trainer = Trainer(cfg)
+        with caplog.at_level("WARNING", logger="fpn_plugin.engine.trainer"):
+            trainer = Trainer(cfg)
+        emulated = "is emulated and much slower than fp32" in caplog.text
+        assert emulated == (name == "bf16" and not cpu_bf16_is_native())
         assert trainer.precision.name == name
         trainer.resume_or_load(resume=False)
         trainer.train()
