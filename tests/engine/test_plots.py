@@ -1,0 +1,27 @@
+"""Plot data of a resumed run: earlier iterations from metrics.json, later from the storage."""
+import json
+
+import fpn_plugin  # noqa: F401
+from detectron2.utils.events import EventStorage
+
+from fpn_plugin.engine.plots import collect_series, plot_curves
+
+
+def test_resumed_run_plots_the_whole_history(tmp_path):
+    metrics = tmp_path / "metrics.json"
+    with open(metrics, "w") as f:
+        for it in range(0, 8):  # the killed run got to iteration 7; the resume starts at 5
+            f.write(json.dumps({"iteration": it, "total_loss": 10.0 - it, "lr": 0.01, "time": 1.0}) + "\n")
+        f.write('{"iteration": 8, "total_lo')  # cut short by the kill
+    with EventStorage(5) as storage:
+        for it in (5, 6):
+            storage.iter = it
+            storage.put_scalar("total_loss", 100.0 + it)
+            storage.put_scalar("lr", 0.001)
+        storage.put_scalars(**{"bbox/AP50": 42.0, "val/total_loss": 3.0}, smoothing_hint=False)
+        series = collect_series(storage, str(metrics), start_iter=5)
+    assert series["total_loss"] == [(0, 10.0), (1, 9.0), (2, 8.0), (3, 7.0), (4, 6.0), (5, 105.0), (6, 106.0)]
+    assert series["bbox/AP50"] == [(6, 42.0)] and "time" not in series
+    paths = plot_curves(series, str(tmp_path / "plots"))
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["losses.png", "lr.png", "metrics.png"]
+    assert all((tmp_path / "plots" / name).stat().st_size > 1000 for name in ("losses.png", "lr.png", "metrics.png"))
