@@ -93,7 +93,9 @@ class EarlyStopping(HookBase):
         return value < self.best - self.min_delta
 
     def after_step(self):
-        if not is_eval_iteration(self.trainer, self._period):
+        # Evaluators return results on the main process only; the trainer passes its decision
+        # to the other processes (Trainer._should_stop).
+        if not is_eval_iteration(self.trainer, self._period) or not comm.is_main_process():
             return
         latest = self.trainer.storage.latest().get(self.metric)
         if latest is None or latest[1] != self.trainer.iter:
