@@ -9,10 +9,11 @@
   feature map fewer per conv.
 - ``channels_last``: the backbone's 4-D weights in NHWC order. oneDNN's convolutions run on
   NHWC natively; the NCHW path reorders every activation before and after each conv.
-- ``jit``: the backbone traced and frozen by TorchScript (``torch.jit.freeze``), which lets
-  oneDNN fuse conv + add + ReLU. The backbone is a pure tensor function of the padded image
-  batch, so one trace serves every image size; the heads (Instances, NMS, data-dependent
-  shapes) stay eager Python.
+- ``jit`` (off by default): the backbone and RPN head traced and frozen by TorchScript
+  (``torch.jit.freeze``). They are pure tensor functions of the padded image batch, so one
+  trace serves every image size; the rest (Instances, NMS, data-dependent shapes) stays eager.
+  On the 2-core AVX2 CPU this was measured on it gave nothing over fold + NHWC (3.21 vs 3.17
+  s/image, also with ``torch.jit.optimize_for_inference``), so it is not on by default.
 - ``bf16``: the backbone under bf16 autocast. Fast only on CPUs with native bf16 (avx512_bf16,
   AMX); elsewhere oneDNN emulates it, slower than fp32. ``"auto"`` uses it only where
   supported; ``True`` forces it and warns where it is emulated. Its detections differ from
@@ -175,7 +176,12 @@ class FastBackbone(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            return getattr(self._modules["original"], name)
+            # Anything else a backbone answers (e.g. _out_features) comes from the original;
+            # while unpickling or copying, "original" may not be there yet.
+            original = self.__dict__.get("_modules", {}).get("original")
+            if original is None:
+                raise
+            return getattr(original, name)
 
 
 def _trace_backbone(backbone: nn.Module, channels_last: bool) -> torch.jit.ScriptModule:
@@ -228,7 +234,7 @@ def optimize_for_cpu(
     bf16: Union[bool, str] = "auto",
     fold_bn: bool = True,
     channels_last: bool = True,
-    jit: bool = True,
+    jit: bool = False,
     inplace: bool = False,
 ) -> nn.Module:
     """The CPU fast form of an eval-mode detectron2 meta-architecture (``GeneralizedRCNN``...).
@@ -238,8 +244,8 @@ def optimize_for_cpu(
         bf16: True, False or "auto" (only on CPUs with native bf16); see the module doc.
         fold_bn: fold eval-mode norms into the convolutions before them (whole model).
         channels_last: run the backbone in NHWC order.
-        jit: trace and freeze the backbone with TorchScript (fp32 only; with bf16 the
-            backbone stays eager under autocast).
+        jit: trace and freeze the backbone and RPN head with TorchScript (fp32 only; with
+            bf16 the backbone stays eager under autocast). Measured no faster, so off.
         inplace: change ``model`` itself instead of a deep copy.
 
     Returns:

@@ -1,4 +1,5 @@
 """The CPU fast path: exact norm folding, the same detections, the Predictor/predict.py flag, bf16."""
+import copy
 import json
 import warnings
 
@@ -100,18 +101,28 @@ def _assert_same_detections(a, b):
     torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("options", [{}, {"jit": False}, {"channels_last": False, "jit": False}])
+@pytest.mark.parametrize("options", [{}, {"jit": True}, {"channels_last": False}, {"channels_last": False, "fold_bn": False}])
 def test_fast_model_gives_the_plain_models_detections(options):
     model = _tiny_model()
     fast = optimize_for_cpu(model, **options)
     assert isinstance(fast.backbone, FastBackbone) and not isinstance(model.backbone, FastBackbone)
-    assert not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
+    folded = options.get("fold_bn", True)
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules()) != folded
     assert fast.backbone.size_divisibility == model.backbone.size_divisibility
     assert fast.backbone.output_shape() == model.backbone.output_shape()
     with torch.no_grad():
         plain_out, fast_out = model(_inputs()), fast(_inputs())
     for a, b in zip(plain_out, fast_out):  # a batch of two sizes, one rescaled to its original
         _assert_same_detections(a["instances"], b["instances"])
+
+
+def test_a_fast_model_survives_deepcopy():
+    fast = optimize_for_cpu(_tiny_model(), jit=True)
+    copied = copy.deepcopy(fast)  # e.g. by ProposalsOnly users or evaluation code
+    assert copied.backbone._out_features == fast.backbone._out_features  # answered by the original
+    with torch.no_grad():
+        for a, b in zip(fast(_inputs()), copied(_inputs())):
+            _assert_same_detections(a["instances"], b["instances"])
 
 
 def test_optimize_refuses_a_training_model_and_a_second_pass():

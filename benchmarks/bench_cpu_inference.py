@@ -1,0 +1,340 @@
+#!/usr/bin/env python
+"""Speed and fidelity of the CPU fast path for inference (``fpn_plugin.inference.fast_cpu``).
+
+    python benchmarks/bench_cpu_inference.py                      # default, ~15 min on 2 cores
+    python benchmarks/bench_cpu_inference.py --quick              # ~4 min: fewer runs, no bf16
+    python benchmarks/bench_cpu_inference.py --config-file C --weights W   # your trained model
+
+Speed: detectron2's builtin R50-FPN (its model-zoo config, random weights) on one 800x1199
+image, batch 1, ``--repeats`` interleaved rounds over every setting after one warm-up each, so
+that load from other processes hits all settings alike; the median s/image is reported and its
+ratio to the builtin fp32 model timed in the same run. Random weights are fine for timing, but
+FrozenBN's identity statistics would let the activations explode: each FrozenBN's statistics
+are first set from the activations it sees on the benchmark image (a data-dependent init), so
+the RPN yields its full 1000 proposals and the box head does its real work.
+
+Fidelity: the match rate is the fraction of the fp32 detections of the *same* trained model
+that a setting reproduces (same class, IoU >= 0.9, one-to-one, greedy by score) on
+``--match-images`` validation images. Without ``--weights``, a builtin R18-FPN (BN, from
+scratch) is trained for ``--train-iters`` iterations on ``/work/shared/data/facemask_coco``
+(or ``--data``) at its small native size, saved, and used. With neither, the match rate is
+measured on the random-weight timing model and labelled so: it is not a valid fidelity test.
+
+Settings: ``fp32`` (plain), ``fold`` (norms folded), ``fast`` (fold + NHWC: what
+``--fast-cpu`` runs), ``fast+jit`` (also TorchScript-frozen backbone and RPN head), ``bf16`` (plain model under bf16 autocast, what
+``predict.py --bf16`` runs) and ``fast+bf16``. On CPUs without native bf16 (no avx512_bf16 or
+AMX; ``python -m fpn_plugin.env``) the bf16 settings are emulated and slow.
+"""
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import fpn_plugin  # noqa: F401  (first: detectron2 compatibility fixes)
+from detectron2 import model_zoo
+from detectron2.config import get_cfg
+from detectron2.data import build_detection_train_loader
+from detectron2.data.datasets import register_coco_instances
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.modeling import build_model
+from detectron2.structures import pairwise_iou
+from detectron2.utils.events import EventStorage
+
+from fpn_plugin import add_fpn_plugin_config
+from fpn_plugin.checkpoint import PluginCheckpointer
+from fpn_plugin.inference.fast_cpu import cpu_supports_bf16, optimize_for_cpu
+
+DEFAULT_DATA = "/work/shared/data/facemask_coco"
+
+# name -> how to make the setting from an eval-mode fp32 model: (model, autocast bf16?)
+SETTINGS = {
+    "fp32": lambda m: (m, False),
+    "fold": lambda m: (optimize_for_cpu(m, channels_last=False, jit=False), False),
+    "fast": lambda m: (optimize_for_cpu(m), False),  # = fold+nhwc: what --fast-cpu runs
+    "fast+jit": lambda m: (optimize_for_cpu(m, jit=True), False),
+    "bf16": lambda m: (m, True),
+    "fast+bf16": lambda m: (optimize_for_cpu(m, bf16=True), False),
+}
+BF16_SETTINGS = ("bf16", "fast+bf16")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds per setting (median reported)")
+    p.add_argument("--size", type=int, nargs=2, default=(800, 1199), metavar=("H", "W"), help="timing image size")
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    p.add_argument("--no-bf16", action="store_true", help="skip the bf16 settings (slow without native bf16)")
+    p.add_argument("--quick", action="store_true", help="2 rounds, no bf16, 40 training iterations, 8 images")
+    p.add_argument("--config-file", help="config of a trained model for the match rate (with --weights)")
+    p.add_argument("--weights", help="trained checkpoint for the match rate (skips training)")
+    p.add_argument("--data", default=DEFAULT_DATA, help="COCO-format folder (facemask layout) to train/match on")
+    p.add_argument("--train-iters", type=int, default=150, help="iterations of the small model trained for the match rate")
+    p.add_argument("--match-images", type=int, default=20, help="validation images for the match rate")
+    p.add_argument("--output", default="output/bench_cpu_inference", help="where the trained model is saved")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.quick:  # quick values for what was not given explicitly
+        for key, value in {"repeats": 2, "train_iters": 40, "match_images": 8}.items():
+            if getattr(args, key) == p.get_default(key):
+                setattr(args, key, value)
+        args.no_bf16 = True
+    if args.no_bf16:
+        args.settings = [s for s in args.settings if s not in BF16_SETTINGS]
+    if "fp32" not in args.settings:
+        args.settings.insert(0, "fp32")  # the reference of both the ratio and the match rate
+    if bool(args.config_file) != bool(args.weights):
+        p.error("--config-file and --weights go together")
+    return args
+
+
+# ---------------------------------------------------------------------------------------- speed
+def builtin_r50_fpn():
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
+    cfg.MODEL.WEIGHTS = ""  # no network: random weights
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    return build_model(cfg).eval()
+
+
+@torch.no_grad()
+def calibrate_frozen_bn(model, inputs) -> None:
+    """Set each FrozenBN's statistics from the activations it sees (in order, in one forward)."""
+
+    def set_statistics(module, args):
+        x = args[0]
+        module.running_mean.copy_(x.mean((0, 2, 3)))
+        module.running_var.copy_(x.var((0, 2, 3)) + module.eps)
+
+    hooks = [m.register_forward_pre_hook(set_statistics) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    model(inputs)
+    for h in hooks:
+        h.remove()
+
+
+def timing_image(size, data: str) -> torch.Tensor:
+    """A real photo resized to ``size`` when the dataset is there (realistic proposals), else noise."""
+    import cv2
+
+    folder = Path(data) / "val2017"
+    files = sorted(folder.glob("*.jpg"))[:1] if folder.is_dir() else []
+    if files:
+        bgr = cv2.resize(cv2.imread(str(files[0])), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        return torch.as_tensor(bgr.transpose(2, 0, 1).astype("float32"))
+    return torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(0)).float()
+
+
+def forward(model, inputs, bf16: bool):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return model(inputs)
+
+
+def time_settings(args, data: str):
+    image = timing_image(args.size, data)
+    inputs = [{"image": image, "height": args.size[0], "width": args.size[1]}]
+    base = builtin_r50_fpn()
+    calibrate_frozen_bn(base, inputs)
+    models = {}
+    for name in args.settings:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the bf16-is-slow warning: measured here
+            models[name] = SETTINGS[name](base)
+    times = {name: [] for name in models}
+    for name, (model, bf16) in models.items():
+        for _ in range(2):  # warm-up: oneDNN primitives, TorchScript's profiling runs
+            forward(model, inputs, bf16)
+    for r in range(args.repeats):
+        for name, (model, bf16) in models.items():
+            start = time.perf_counter()
+            forward(model, inputs, bf16)
+            times[name].append(time.perf_counter() - start)
+        print(f"  round {r + 1}/{args.repeats}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()), flush=True)
+    return {name: statistics.median(t) for name, t in times.items()}, times
+
+
+# ------------------------------------------------------------------------------------ match rate
+def small_facemask_cfg(data: str):
+    """Builtin R18-FPN, BN from scratch, sized for facemask's ~400x225 photos."""
+    cfg = get_cfg()
+    add_fpn_plugin_config(cfg)
+    cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.NORM = "BN"
+    cfg.MODEL.FPN.NORM = ""
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[16], [32], [64], [128], [256]]  # faces are small
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 128
+    # Small and cheap: the photos are ~400x225; at 192 px a step costs ~2-4 s on 2 shared cores.
+    cfg.INPUT.MIN_SIZE_TRAIN = (192,)
+    cfg.INPUT.MAX_SIZE_TRAIN = 342
+    cfg.INPUT.MIN_SIZE_TEST = 192
+    cfg.INPUT.MAX_SIZE_TEST = 342
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 1000
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 500
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    cfg.SOLVER.BASE_LR = 0.01  # 0.02 with batch 4 diverged from scratch within 30 iterations
+    cfg.DATALOADER.NUM_WORKERS = 0
+    for split in ("train", "val"):
+        name = f"bench_facemask_{split}"
+        if name not in __import__("detectron2.data", fromlist=["DatasetCatalog"]).DatasetCatalog.list():
+            register_coco_instances(name, {}, f"{data}/annotations/custom_{split}.json", f"{data}/{split}2017")
+    cfg.DATASETS.TRAIN = ("bench_facemask_train",)
+    cfg.DATASETS.TEST = ("bench_facemask_val",)
+    return cfg
+
+
+def train_small_model(cfg, iters: int, out: Path):
+    """Plain SGD with linear warm-up and gradient clipping: a briefly trained, real detector."""
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=0.9, weight_decay=1e-4)
+    warmup = max(1, min(40, iters // 3))
+    loader = iter(build_detection_train_loader(cfg))
+    start = time.perf_counter()
+    with EventStorage():
+        for it in range(iters):
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.SOLVER.BASE_LR * min(1.0, (it + 1) / warmup)
+            losses = model(next(loader))
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged at iteration {it}: {losses}")
+            optimizer.zero_grad()
+            loss.backward()
+            # From scratch, the first steps' gradients can be huge: clipping keeps them finite.
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            optimizer.step()
+            if (it + 1) % 25 == 0 or it + 1 == iters:
+                print(f"  train {it + 1}/{iters}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f}s)", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "facemask_r18_fpn_bn.pth"
+    torch.save({"model": model.state_dict()}, path)
+    config = out / "facemask_r18_fpn_bn.yaml"
+    config.write_text(cfg.dump())
+    print(f"  saved {path}; to skip training next time: --config-file {config} --weights {path}")
+    return model.eval()
+
+
+def load_trained(config_file: str, weights: str):
+    cfg = get_cfg()
+    add_fpn_plugin_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.MODEL.WEIGHTS = weights
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg).eval()
+    PluginCheckpointer(model).load(weights)
+    return cfg, model
+
+
+def match_inputs(cfg, data: str, count: int):
+    """Validation images as the model's test-time inputs (resized as the Predictor does)."""
+    import cv2
+    from detectron2.data import transforms as T
+
+    files = sorted((Path(data) / "val2017").glob("*.jpg"))[:count]
+    aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    inputs = []
+    for f in files:
+        image = cv2.imread(str(f))  # BGR, detectron2's default INPUT.FORMAT
+        if cfg.INPUT.FORMAT == "RGB":
+            image = image[:, :, ::-1]
+        resized = aug.get_transform(image).apply_image(image)
+        inputs.append({"image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),
+                       "height": image.shape[0], "width": image.shape[1]})
+    return inputs
+
+
+def matched(reference, candidate, iou_threshold: float = 0.9) -> int:
+    """How many reference detections have a same-class candidate at IoU >= threshold (one-to-one)."""
+    if len(reference) == 0 or len(candidate) == 0:
+        return 0
+    iou = pairwise_iou(reference.pred_boxes, candidate.pred_boxes).float()
+    iou[reference.pred_classes[:, None] != candidate.pred_classes[None, :]] = 0
+    used = torch.zeros(len(candidate), dtype=torch.bool)
+    count = 0
+    for i in torch.argsort(reference.scores, descending=True).tolist():  # greedy, best first
+        row = iou[i].masked_fill(used, 0)
+        j = int(row.argmax())
+        if row[j] >= iou_threshold:
+            used[j] = True
+            count += 1
+    return count
+
+
+def match_rates(model, inputs, settings):
+    reference = [forward(model, [x], False)[0]["instances"] for x in inputs]
+    total = sum(len(r) for r in reference)
+    rates = {}
+    for name in settings:
+        if name == "fp32":
+            continue  # the reference itself
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            candidate_model, bf16 = SETTINGS[name](model)
+        hits = sum(matched(r, forward(candidate_model, [x], bf16)[0]["instances"].to("cpu"))
+                   for r, x in zip(reference, inputs))
+        rates[name] = hits / total if total else float("nan")
+    return rates, total
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_ok = (Path(args.data) / "annotations" / "custom_val.json").is_file()
+    print(f"CPU: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+          f"capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_supports_bf16()}")
+
+    label = None
+    if args.weights:
+        cfg, trained = load_trained(args.config_file, args.weights)
+        label = f"trained: {Path(args.weights).name}"
+    elif data_ok:
+        print(f"training a builtin R18-FPN (BN, from scratch) on {args.data} for {args.train_iters} iterations")
+        cfg = small_facemask_cfg(args.data)
+        trained = train_small_model(cfg, args.train_iters, Path(args.output))
+        label = f"R18-FPN trained {args.train_iters} it on facemask"
+    if label is not None and data_ok:
+        inputs = match_inputs(cfg, args.data, args.match_images)
+        print(f"match rate: {len(inputs)} facemask val images at {cfg.INPUT.MIN_SIZE_TEST}px ({label})")
+        rates, total = match_rates(trained, inputs, args.settings)
+    else:
+        print(f"NO trained model ({args.data} absent and no --weights): the match rate below is on the "
+              "random-weight timing model, NOT a valid fidelity test")
+        label = "random weights: NOT valid"
+        timing = builtin_r50_fpn()
+        g = torch.Generator().manual_seed(1)
+        inputs = [{"image": torch.randint(0, 256, (3, 480, 640), generator=g).float(), "height": 480, "width": 640}]
+        calibrate_frozen_bn(timing, inputs)
+        rates, total = match_rates(timing, inputs, args.settings)
+
+    print(f"timing: builtin R50-FPN at {args.size[0]}x{args.size[1]}, {args.repeats} interleaved rounds")
+    medians, _ = time_settings(args, args.data)
+    reference = medians["fp32"]
+    header = f"| model | setting | s/image (median of {args.repeats}) | ratio to builtin fp32 | match rate ({label}, {total} fp32 dets) |"
+    print()
+    print(header)
+    print("|" + "---|" * 5)
+    for name in args.settings:
+        model = "R50-FPN builtin" if name == "fp32" else "R50-FPN"
+        rate = "reference" if name == "fp32" else f"{100 * rates[name]:.1f} %"
+        print(f"| {model} | {name} | {medians[name]:.2f} | {medians[name] / reference:.2f}x | {rate} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
