@@ -21,12 +21,12 @@ scratch) is trained for ``--train-iters`` iterations on ``/work/shared/data/face
 measured on the random-weight timing model and labelled so: it is not a valid fidelity test.
 
 Settings: ``fp32`` (plain), ``fold`` (norms folded), ``fast`` (fold + NHWC: what
-``--fast-cpu`` runs), ``fast+jit`` (also TorchScript-frozen backbone and RPN head), ``bf16`` (plain model under bf16 autocast, what
-``predict.py --bf16`` runs) and ``fast+bf16``. On CPUs without native bf16 (no avx512_bf16 or
-AMX; ``python -m fpn_plugin.env``) the bf16 settings are emulated and slow.
+``--fast-cpu`` runs), ``fast+jit`` (also TorchScript-frozen backbone and RPN head), ``bf16``
+(plain model under bf16 autocast, what ``predict.py --bf16`` runs) and ``fast+bf16``. On CPUs
+without native bf16 (no avx512_bf16 or AMX; ``python -m fpn_plugin.env``) the bf16 settings
+are emulated and slow.
 """
 import argparse
-import copy
 import os
 import statistics
 import sys
@@ -34,13 +34,12 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import fpn_plugin  # noqa: F401  (first: detectron2 compatibility fixes)
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
-from detectron2.data import build_detection_train_loader
+from detectron2.data import DatasetCatalog, build_detection_train_loader
 from detectron2.data.datasets import register_coco_instances
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
@@ -67,17 +66,45 @@ BF16_SETTINGS = ("bf16", "fast+bf16")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds per setting (median reported)")
-    p.add_argument("--size", type=int, nargs=2, default=(800, 1199), metavar=("H", "W"), help="timing image size")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed rounds per setting (median reported)"
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(800, 1199),
+        metavar=("H", "W"),
+        help="timing image size",
+    )
     p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    p.add_argument("--no-bf16", action="store_true", help="skip the bf16 settings (slow without native bf16)")
-    p.add_argument("--quick", action="store_true", help="2 rounds, no bf16, 40 training iterations, 8 images")
-    p.add_argument("--config-file", help="config of a trained model for the match rate (with --weights)")
+    p.add_argument(
+        "--no-bf16", action="store_true", help="skip the bf16 settings (slow without native bf16)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="2 rounds, no bf16, 40 training iterations, 8 images"
+    )
+    p.add_argument(
+        "--config-file", help="config of a trained model for the match rate (with --weights)"
+    )
     p.add_argument("--weights", help="trained checkpoint for the match rate (skips training)")
-    p.add_argument("--data", default=DEFAULT_DATA, help="COCO-format folder (facemask layout) to train/match on")
-    p.add_argument("--train-iters", type=int, default=150, help="iterations of the small model trained for the match rate")
-    p.add_argument("--match-images", type=int, default=20, help="validation images for the match rate")
-    p.add_argument("--output", default="output/bench_cpu_inference", help="where the trained model is saved")
+    p.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help="COCO-format folder (facemask layout) to train/match on",
+    )
+    p.add_argument(
+        "--train-iters",
+        type=int,
+        default=150,
+        help="iterations of the small model trained for the match rate",
+    )
+    p.add_argument(
+        "--match-images", type=int, default=20, help="validation images for the match rate"
+    )
+    p.add_argument(
+        "--output", default="output/bench_cpu_inference", help="where the trained model is saved"
+    )
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     args = p.parse_args(argv)
     if args.quick:  # quick values for what was not given explicitly
@@ -113,7 +140,11 @@ def calibrate_frozen_bn(model, inputs) -> None:
         module.running_mean.copy_(x.mean((0, 2, 3)))
         module.running_var.copy_(x.var((0, 2, 3)) + module.eps)
 
-    hooks = [m.register_forward_pre_hook(set_statistics) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    hooks = [
+        m.register_forward_pre_hook(set_statistics)
+        for m in model.modules()
+        if isinstance(m, FrozenBatchNorm2d)
+    ]
     model(inputs)
     for h in hooks:
         h.remove()
@@ -126,7 +157,9 @@ def timing_image(size, data: str) -> torch.Tensor:
     folder = Path(data) / "val2017"
     files = sorted(folder.glob("*.jpg"))[:1] if folder.is_dir() else []
     if files:
-        bgr = cv2.resize(cv2.imread(str(files[0])), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        bgr = cv2.resize(
+            cv2.imread(str(files[0])), (size[1], size[0]), interpolation=cv2.INTER_LINEAR
+        )
         return torch.as_tensor(bgr.transpose(2, 0, 1).astype("float32"))
     return torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(0)).float()
 
@@ -144,7 +177,9 @@ def time_settings(args, data: str):
     models = {}
     for name in args.settings:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # the bf16-is-slow warning: measured here
+            warnings.simplefilter(
+                "ignore", RuntimeWarning
+            )  # the bf16-is-slow warning: measured here
             models[name] = SETTINGS[name](base)
     times = {name: [] for name in models}
     for name, (model, bf16) in models.items():
@@ -155,7 +190,11 @@ def time_settings(args, data: str):
             start = time.perf_counter()
             forward(model, inputs, bf16)
             times[name].append(time.perf_counter() - start)
-        print(f"  round {r + 1}/{args.repeats}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()), flush=True)
+        print(
+            f"  round {r + 1}/{args.repeats}: "
+            + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()),
+            flush=True,
+        )
     return {name: statistics.median(t) for name, t in times.items()}, times
 
 
@@ -187,8 +226,10 @@ def small_facemask_cfg(data: str):
     cfg.DATALOADER.NUM_WORKERS = 0
     for split in ("train", "val"):
         name = f"bench_facemask_{split}"
-        if name not in __import__("detectron2.data", fromlist=["DatasetCatalog"]).DatasetCatalog.list():
-            register_coco_instances(name, {}, f"{data}/annotations/custom_{split}.json", f"{data}/{split}2017")
+        if name not in DatasetCatalog.list():
+            register_coco_instances(
+                name, {}, f"{data}/annotations/custom_{split}.json", f"{data}/{split}2017"
+            )
     cfg.DATASETS.TRAIN = ("bench_facemask_train",)
     cfg.DATASETS.TEST = ("bench_facemask_val",)
     return cfg
@@ -218,7 +259,10 @@ def train_small_model(cfg, iters: int, out: Path):
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             optimizer.step()
             if (it + 1) % 25 == 0 or it + 1 == iters:
-                print(f"  train {it + 1}/{iters}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f}s)", flush=True)
+                print(
+                    f"  train {it + 1}/{iters}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f}s)",
+                    flush=True,
+                )
     out.mkdir(parents=True, exist_ok=True)
     path = out / "facemask_r18_fpn_bn.pth"
     torch.save({"model": model.state_dict()}, path)
@@ -252,8 +296,13 @@ def match_inputs(cfg, data: str, count: int):
         if cfg.INPUT.FORMAT == "RGB":
             image = image[:, :, ::-1]
         resized = aug.get_transform(image).apply_image(image)
-        inputs.append({"image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),
-                       "height": image.shape[0], "width": image.shape[1]})
+        inputs.append(
+            {
+                "image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),
+                "height": image.shape[0],
+                "width": image.shape[1],
+            }
+        )
     return inputs
 
 
@@ -284,8 +333,10 @@ def match_rates(model, inputs, settings):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             candidate_model, bf16 = SETTINGS[name](model)
-        hits = sum(matched(r, forward(candidate_model, [x], bf16)[0]["instances"].to("cpu"))
-                   for r, x in zip(reference, inputs))
+        hits = sum(
+            matched(r, forward(candidate_model, [x], bf16)[0]["instances"].to("cpu"))
+            for r, x in zip(reference, inputs)
+        )
         rates[name] = hits / total if total else float("nan")
     return rates, total
 
@@ -296,43 +347,64 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     data_ok = (Path(args.data) / "annotations" / "custom_val.json").is_file()
-    print(f"CPU: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-          f"capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_supports_bf16()}")
+    print(
+        f"CPU: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_supports_bf16()}"
+    )
 
     label = None
     if args.weights:
         cfg, trained = load_trained(args.config_file, args.weights)
         label = f"trained: {Path(args.weights).name}"
     elif data_ok:
-        print(f"training a builtin R18-FPN (BN, from scratch) on {args.data} for {args.train_iters} iterations")
+        print(
+            f"training a builtin R18-FPN (BN, from scratch) on {args.data} for {args.train_iters} iterations"
+        )
         cfg = small_facemask_cfg(args.data)
         trained = train_small_model(cfg, args.train_iters, Path(args.output))
         label = f"R18-FPN trained {args.train_iters} it on facemask"
     if label is not None and data_ok:
         inputs = match_inputs(cfg, args.data, args.match_images)
-        print(f"match rate: {len(inputs)} facemask val images at {cfg.INPUT.MIN_SIZE_TEST}px ({label})")
+        print(
+            f"match rate: {len(inputs)} facemask val images at {cfg.INPUT.MIN_SIZE_TEST}px ({label})"
+        )
         rates, total = match_rates(trained, inputs, args.settings)
     else:
-        print(f"NO trained model ({args.data} absent and no --weights): the match rate below is on the "
-              "random-weight timing model, NOT a valid fidelity test")
+        print(
+            f"NO trained model ({args.data} absent and no --weights): the match rate below is on the "
+            "random-weight timing model, NOT a valid fidelity test"
+        )
         label = "random weights: NOT valid"
         timing = builtin_r50_fpn()
         g = torch.Generator().manual_seed(1)
-        inputs = [{"image": torch.randint(0, 256, (3, 480, 640), generator=g).float(), "height": 480, "width": 640}]
+        inputs = [
+            {
+                "image": torch.randint(0, 256, (3, 480, 640), generator=g).float(),
+                "height": 480,
+                "width": 640,
+            }
+        ]
         calibrate_frozen_bn(timing, inputs)
         rates, total = match_rates(timing, inputs, args.settings)
 
-    print(f"timing: builtin R50-FPN at {args.size[0]}x{args.size[1]}, {args.repeats} interleaved rounds")
+    print(
+        f"timing: builtin R50-FPN at {args.size[0]}x{args.size[1]}, {args.repeats} interleaved rounds"
+    )
     medians, _ = time_settings(args, args.data)
     reference = medians["fp32"]
-    header = f"| model | setting | s/image (median of {args.repeats}) | ratio to builtin fp32 | match rate ({label}, {total} fp32 dets) |"
+    header = (
+        f"| model | setting | s/image (median of {args.repeats}) | ratio to builtin fp32 "
+        f"| match rate ({label}, {total} fp32 dets) |"
+    )
     print()
     print(header)
     print("|" + "---|" * 5)
     for name in args.settings:
         model = "R50-FPN builtin" if name == "fp32" else "R50-FPN"
         rate = "reference" if name == "fp32" else f"{100 * rates[name]:.1f} %"
-        print(f"| {model} | {name} | {medians[name]:.2f} | {medians[name] / reference:.2f}x | {rate} |")
+        print(
+            f"| {model} | {name} | {medians[name]:.2f} | {medians[name] / reference:.2f}x | {rate} |"
+        )
     return 0
 
 

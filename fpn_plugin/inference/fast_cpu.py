@@ -32,7 +32,9 @@ from torch import nn
 
 from detectron2.layers import FrozenBatchNorm2d
 
-__all__ = ["optimize_for_cpu", "fold_conv_norm", "fold_batch_norms", "cpu_supports_bf16", "FastBackbone"]
+__all__ = [
+    "optimize_for_cpu", "fold_conv_norm", "fold_batch_norms", "cpu_supports_bf16", "FastBackbone",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,10 @@ def _norm_scale_shift(norm: nn.Module):
     """(scale, shift) with ``norm(x) == x * scale + shift`` per channel, in fp64 for exactness."""
     if isinstance(norm, nn.BatchNorm2d):
         if norm.training:
-            raise ValueError(f"{type(norm).__name__} is in training mode (batch statistics): call model.eval() first")
+            raise ValueError(
+                f"{type(norm).__name__} is in training mode (batch statistics): call "
+                "model.eval() first"
+            )
         if not norm.track_running_stats or norm.running_mean is None:
             raise ValueError(f"{type(norm).__name__} without running statistics cannot be folded")
     channels = norm.running_mean.numel()
@@ -78,10 +83,14 @@ def fold_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
         norm: ``FrozenBatchNorm2d`` or an eval-mode ``BatchNorm2d`` over ``conv``'s outputs.
     """
     if not isinstance(norm, _FOLDABLE_NORMS):
-        raise TypeError(f"cannot fold {type(norm).__name__}: only FrozenBatchNorm2d and BatchNorm2d are affine in eval mode")
+        raise TypeError(
+            f"cannot fold {type(norm).__name__}: only FrozenBatchNorm2d and BatchNorm2d are affine "
+            "in eval mode"
+        )
     if norm.running_mean.numel() != conv.out_channels:
         raise ValueError(
-            f"the norm has {norm.running_mean.numel()} channels but the conv has {conv.out_channels} outputs"
+            f"the norm has {norm.running_mean.numel()} channels but the conv has "
+            f"{conv.out_channels} outputs"
         )
     scale, shift = _norm_scale_shift(norm)
     dtype = conv.weight.dtype
@@ -109,8 +118,9 @@ def fold_batch_norms(module: nn.Module) -> int:
     """
     folded = 0
     for parent in list(module.modules()):
-        if isinstance(parent, nn.Conv2d) and isinstance(getattr(parent, "norm", None), _FOLDABLE_NORMS):
-            fold_conv_norm(parent, parent.norm)
+        own_norm = getattr(parent, "norm", None)
+        if isinstance(parent, nn.Conv2d) and isinstance(own_norm, _FOLDABLE_NORMS):
+            fold_conv_norm(parent, own_norm)
             parent.norm = None
             folded += 1
             continue
@@ -145,7 +155,9 @@ class FastBackbone(nn.Module):
             and any other attribute are answered by it.
     """
 
-    def __init__(self, original: nn.Module, body: Optional[nn.Module], channels_last: bool, bf16: bool):
+    def __init__(
+        self, original: nn.Module, body: Optional[nn.Module], channels_last: bool, bf16: bool
+    ):
         super().__init__()
         self.original = original
         self.body = body if body is not None else original
@@ -207,7 +219,8 @@ def _trace_rpn_head(model: nn.Module, channels_last: bool) -> torch.jit.ScriptMo
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         features = model.backbone(torch.zeros(1, 3, 2 * div, 3 * div))
         example = [features[f] for f in model.proposal_generator.in_features]
-        traced = torch.jit.trace(model.proposal_generator.rpn_head, (example,), strict=False, check_trace=False)
+        head = model.proposal_generator.rpn_head
+        traced = torch.jit.trace(head, (example,), strict=False, check_trace=False)
         return torch.jit.freeze(traced)
 
 
@@ -254,12 +267,20 @@ def optimize_for_cpu(
         models).
     """
     if model.training:
-        raise ValueError("optimize_for_cpu needs an eval-mode model: call model.eval() first (training needs batch statistics)")
+        raise ValueError(
+            "optimize_for_cpu needs an eval-mode model: call model.eval() first (training needs "
+            "batch statistics)"
+        )
     if not hasattr(model, "backbone"):
-        raise ValueError(f"optimize_for_cpu expects a detectron2 meta-architecture with a .backbone, got {type(model).__name__}")
+        raise ValueError(
+            "optimize_for_cpu expects a detectron2 meta-architecture with a .backbone, got "
+            f"{type(model).__name__}"
+        )
     devices = {p.device.type for p in model.parameters()}
     if devices - {"cpu"}:
-        raise ValueError(f"optimize_for_cpu is for models on the CPU; this one is on {sorted(devices)}")
+        raise ValueError(
+            f"optimize_for_cpu is for models on the CPU; this one is on {sorted(devices)}"
+        )
     use_bf16 = _resolve_bf16(bf16)
     if not inplace:
         model = copy.deepcopy(model)

@@ -1,4 +1,4 @@
-"""The CPU fast path: exact norm folding, the same detections, the Predictor/predict.py flag, bf16."""
+"""CPU fast path: exact norm folding, same detections, the Predictor/predict.py flag, bf16."""
 import copy
 import json
 import warnings
@@ -14,7 +14,9 @@ from detectron2.modeling import build_model
 
 from fpn_plugin.inference import Predictor
 from fpn_plugin.inference import fast_cpu
-from fpn_plugin.inference.fast_cpu import FastBackbone, fold_batch_norms, fold_conv_norm, optimize_for_cpu
+from fpn_plugin.inference.fast_cpu import (
+    FastBackbone, fold_batch_norms, fold_conv_norm, optimize_for_cpu,
+)
 from fpn_plugin.inference.predict_cli import main
 from fpn_plugin.modeling.resnet import make_resnet_stage
 
@@ -89,8 +91,10 @@ def _tiny_model():
 def _inputs():
     g = torch.Generator().manual_seed(3)
     return [
-        {"image": torch.randint(0, 256, (3, 96, 128), generator=g).float(), "height": 96, "width": 128},
-        {"image": torch.randint(0, 256, (3, 90, 150), generator=g).float(), "height": 180, "width": 300},
+        {"image": torch.randint(0, 256, (3, 96, 128), generator=g).float(), "height": 96,
+         "width": 128},
+        {"image": torch.randint(0, 256, (3, 90, 150), generator=g).float(), "height": 180,
+         "width": 300},
     ]
 
 
@@ -101,7 +105,10 @@ def _assert_same_detections(a, b):
     torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("options", [{}, {"jit": True}, {"channels_last": False}, {"channels_last": False, "fold_bn": False}])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"jit": True}, {"channels_last": False}, {"channels_last": False, "fold_bn": False}],
+)
 def test_fast_model_gives_the_plain_models_detections(options):
     model = _tiny_model()
     fast = optimize_for_cpu(model, **options)
@@ -181,7 +188,8 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_and_auto_keeps_fp32(monkeypatch
     model = _tiny_model()
     with pytest.warns(RuntimeWarning, match="slower than fp32 here"):
         forced = optimize_for_cpu(model, bf16=True)
-    assert forced.backbone.bf16 and forced.backbone.body is forced.backbone.original  # eager under autocast
+    # Eager under autocast: the TorchScript trace is fp32 only.
+    assert forced.backbone.bf16 and forced.backbone.body is forced.backbone.original
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         auto = optimize_for_cpu(model, bf16="auto")
@@ -189,7 +197,8 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_and_auto_keeps_fp32(monkeypatch
     # bf16 features come back as fp32 for the heads, and the model still detects.
     with torch.no_grad():
         out = forced(_inputs())
-    assert out[0]["instances"].pred_boxes.tensor.dtype == torch.float32 and len(out[0]["instances"]) > 0
+    instances = out[0]["instances"]
+    assert instances.pred_boxes.tensor.dtype == torch.float32 and len(instances) > 0
 
 
 def test_bf16_auto_is_used_where_the_cpu_has_it(monkeypatch):
