@@ -82,7 +82,7 @@ class Trainer(DefaultTrainer):
         if self.precision.name == "bf16" and self.precision.device_type == "cpu" and not cpu_bf16_is_native():
             logger.warning(
                 "SOLVER.AMP: bf16 on a CPU without native bf16 (no avx512_bf16/AMX; see "
-                "`python -m fpn_plugin.env`) is emulated and much slower than fp32 (about 10x in "
+                "`python -m fpn_plugin.env`) is emulated and much slower than fp32 (5.8x the fp32 step time in "
                 "benchmarks/bench_bf16_train.py on an AVX2 CPU). Set SOLVER.AMP.ENABLED False here."
             )
         self._trainer = AccumulatingTrainer(
