@@ -61,9 +61,9 @@ def _metrics(tmp_path):
 
 @pytest.mark.slow
 def test_best_checkpoint_val_loss_and_plots_follow_their_keys(tmp_path):
-    T, calls = _scripted_trainer([10.0, 30.0, 20.0, 25.0])
+    T, calls = _scripted_trainer([10.0, 30.0, 20.0])
     cfg = _cfg(
-        tmp_path, 8, TEST__EVAL_PERIOD=2, SOLVER__CHECKPOINT_PERIOD=2,
+        tmp_path, 6, TEST__EVAL_PERIOD=2, SOLVER__CHECKPOINT_PERIOD=2,
         TEST__BEST_CHECKPOINT__METRIC="bbox/AP50", TEST__VAL_LOSS__DATASETS=("hooks_val",),
         TEST__PLOTS__ENABLED=True,
     )
@@ -71,7 +71,7 @@ def test_best_checkpoint_val_loss_and_plots_follow_their_keys(tmp_path):
     trainer.resume_or_load(resume=False)
     trainer.train()
     out = tmp_path / "out"
-    assert calls == [1, 3, 5, 8]  # the final evaluation is logged at MAX_ITER
+    assert calls == [1, 3, 6]  # the final evaluation is logged at MAX_ITER
 
     # Best checkpoint: the evaluation at iteration 3 (30.0) wins; later ones are lower.
     best = torch.load(out / "model_best.pth", weights_only=False)
@@ -83,7 +83,7 @@ def test_best_checkpoint_val_loss_and_plots_follow_their_keys(tmp_path):
     # Validation loss: at each evaluation period and at the end, next to the training loss.
     records = _metrics(tmp_path)
     val = {r["iteration"]: r for r in records if "val/total_loss" in r}
-    assert sorted(val) == [1, 3, 5, 8]
+    assert sorted(val) == [1, 3, 6]
     for r in val.values():
         assert {"val/loss_cls", "val/loss_box_reg", "val/loss_rpn_cls", "val/loss_rpn_loc"} <= set(r)
         parts = sum(r[k] for k in ("val/loss_cls", "val/loss_box_reg", "val/loss_rpn_cls", "val/loss_rpn_loc"))
@@ -99,33 +99,33 @@ def test_best_checkpoint_val_loss_and_plots_follow_their_keys(tmp_path):
 
     # A resume remembers the best value: a worse evaluation does not replace model_best.pth.
     T2, calls2 = _scripted_trainer([5.0])
-    cfg.SOLVER.MAX_ITER = 10
+    cfg.SOLVER.MAX_ITER = 7
     resumed = T2(cfg)
     resumed.resume_or_load(resume=True)
-    assert resumed.start_iter == 8
+    assert resumed.start_iter == 6
     resumed.train()
-    assert calls2 == [10]
+    assert calls2 == [7]
     assert torch.load(out / "model_best.pth", weights_only=False)["iteration"] == 3
 
 
 @pytest.mark.slow
 def test_early_stopping_stops_at_the_evaluation_that_exhausts_patience(tmp_path, caplog):
-    # Evaluations at iterations 1, 3, 5, 7, ...: 30.5 is not better than 30 by more than
-    # MIN_DELTA 1 (1st miss), 29 is worse (2nd miss = PATIENCE): stop after iteration 7.
+    # Evaluations after iterations 0, 1, 2, 3, ...: 30.5 is not better than 30 by more than
+    # MIN_DELTA 1 (1st miss), 29 is worse (2nd miss = PATIENCE): stop after iteration 3.
     T, calls = _scripted_trainer([10.0, 30.0, 30.5, 29.0, 99.0, 99.0])
     cfg = _cfg(
-        tmp_path, 40, TEST__EVAL_PERIOD=2, TEST__BEST_CHECKPOINT__METRIC="bbox/AP50",
+        tmp_path, 40, TEST__EVAL_PERIOD=1, TEST__BEST_CHECKPOINT__METRIC="bbox/AP50",
         TEST__EARLY_STOPPING__PATIENCE=2, TEST__EARLY_STOPPING__MIN_DELTA=1.0,
     )
     trainer = T(cfg)
     trainer.resume_or_load(resume=False)
     with caplog.at_level("INFO"):
         trainer.train()
-    assert calls == [1, 3, 5, 7]
-    assert trainer.iter == 7
+    assert calls == [0, 1, 2, 3]
+    assert trainer.iter == 3
     final = torch.load(tmp_path / "out" / "model_final.pth", weights_only=False)
-    assert final["iteration"] == 7
-    assert "early stopping: bbox/AP50 has not improved for 2 evaluations; best 30 at iteration 3" in caplog.text
+    assert final["iteration"] == 3
+    assert "early stopping: bbox/AP50 has not improved for 2 evaluations; best 30 at iteration 1" in caplog.text
 
 
 def test_early_stopping_needs_a_metric(tmp_path):
