@@ -1,6 +1,8 @@
 """The config keys fpn_plugin adds to detectron2's: ``add_fpn_plugin_config(cfg)``."""
 from detectron2.config import CfgNode as CN
 
+from .device import resolve_device
+
 __all__ = ["add_fpn_plugin_config"]
 
 
@@ -10,6 +12,10 @@ def add_fpn_plugin_config(cfg: CN) -> CN:
     Call it after ``get_cfg()`` and before ``merge_from_file``. Every key has a comment
     saying what it does.
     """
+    # CUDA when torch sees a GPU, else the CPU: detectron2's default "cuda" fails on the
+    # laptops and CPU runtimes many users start on. Configs may also say "auto", which
+    # fpn_plugin's entry points resolve the same way (fpn_plugin.device.resolve_device).
+    cfg.MODEL.DEVICE = resolve_device("auto")
     _add_backbone_keys(cfg)
     _add_vgg_keys(cfg)
     _add_engine_keys(cfg)

@@ -16,3 +16,14 @@ def test_explicit_devices_pass_through():
 def test_cuda_without_a_gpu_says_what_to_do():
     with pytest.raises(ValueError, match="Set MODEL.DEVICE to 'auto' or 'cpu'"):
         resolve_device("cuda:0")
+
+
+def test_plugin_config_defaults_to_a_device_that_exists():
+    # detectron2's own default is "cuda", which fails where there is no GPU.
+    from detectron2.config import get_cfg
+
+    from fpn_plugin import add_fpn_plugin_config
+
+    cfg = add_fpn_plugin_config(get_cfg())
+    assert cfg.MODEL.DEVICE == resolve_device("auto")
+    torch.zeros(1, device=cfg.MODEL.DEVICE)
