@@ -7,6 +7,7 @@ from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import verify_results
+from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
@@ -261,6 +262,11 @@ class Trainer(DefaultTrainer):
             self._trainer.load_state_dict(state_dict["_trainer"])
         else:
             logger.warning("The checkpoint has no optimizer state: the optimizer starts fresh.")
+        if isinstance(self.scheduler, LRMultiplier):
+            # The optimizer's saved LR is the one the *saved* schedule computed; if MAX_ITER or
+            # STEPS changed for this run (e.g. to train longer), this run's schedule decides.
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
+                group["lr"] = lr
         if "rng" in state_dict:
             if comm.get_world_size() == 1:
                 set_rng_state(state_dict["rng"])

@@ -134,6 +134,10 @@ def test_fine_tune_from_weights_uses_the_config_lr_not_the_checkpoint(tmp_path, 
         trainer.resume_or_load(resume=True)
     assert trainer.start_iter == 2
     assert "Resuming from {}".format(tmp_path / "first" / "model_final.pth") in caplog.text
+    # Resuming continues the run (its base LR 0.004) on this config's longer schedule, whose
+    # STEPS (2,) now apply at iteration 2: not the checkpoint's LR of the shorter run.
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.004 * 0.1)
+    assert "with LR 0.0004." in caplog.text
 
 
 class _StepLRTrainer(Trainer):
