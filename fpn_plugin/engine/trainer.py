@@ -3,7 +3,7 @@ import logging
 import os
 import weakref
 
-from detectron2.data import DatasetMapper, build_detection_test_loader
+from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import verify_results
@@ -13,6 +13,7 @@ from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
 
+from ..checkpoint.metadata import ModelMetadata
 from ..device import resolve_device
 from . import hooks
 from .checkpointer import AtomicPluginCheckpointer
@@ -29,6 +30,15 @@ logger = logging.getLogger(__name__)
 
 class TrainingDivergedError(FloatingPointError):
     """Training stopped on a NaN/inf loss or gradient; the message says what to try."""
+
+
+def _class_names(cfg):
+    """The training set's class names, or None when its metadata has none."""
+    for name in cfg.DATASETS.TRAIN:
+        names = MetadataCatalog.get(name).get("thing_classes", None)
+        if names:
+            return list(names)
+    return None
 
 
 class Trainer(DefaultTrainer):
@@ -108,6 +118,8 @@ class Trainer(DefaultTrainer):
         the weight formats ``MODEL.WEIGHTS`` may name.
         """
         extra = {"trainer": trainer} if trainer is not None else {}
+        # Class names travel in every checkpoint, so prediction needs no dataset registration.
+        extra["metadata"] = ModelMetadata(_class_names(cfg))
         return AtomicPluginCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR, **extra)
 
     @classmethod
@@ -349,8 +361,10 @@ class Trainer(DefaultTrainer):
             f"  - a lower learning rate: SOLVER.BASE_LR (now {s.BASE_LR:.6g});\n"
             f"  - a longer warmup: SOLVER.WARMUP_ITERS (now {s.WARMUP_ITERS}) or a smaller "
             f"SOLVER.WARMUP_FACTOR (now {s.WARMUP_FACTOR:g});\n"
-            "  - normalization in the backbone and FPN (MODEL.RESNETS.NORM, MODEL.FPN.NORM: "
-            "'FrozenBN', 'GN' or 'SyncBN') or gradient clipping (SOLVER.CLIP_GRADIENTS.ENABLED True);\n"
+            "  - normalization in the backbone and FPN (MODEL.PLUGIN_RESNET.NORM or detectron2's "
+            "MODEL.RESNETS.NORM, and MODEL.FPN.NORM: 'BN', 'SyncBN' or 'GN'; FrozenBN does not "
+            "normalise a network trained from scratch) or gradient clipping "
+            "(SOLVER.CLIP_GRADIENTS.ENABLED True);\n"
             f"  - the batch-scaling rule: the LR is scaled with the total batch ({s.REFERENCE_BATCH_SIZE} "
             "images per step now); if BASE_LR was tuned for another batch, set "
             "SOLVER.REFERENCE_BATCH_SIZE to that batch so BASE_LR is rescaled."
