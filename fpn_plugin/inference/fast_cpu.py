@@ -15,12 +15,13 @@
   On the 2-core AVX2 CPU this was measured on it gave nothing over fold + NHWC (3.21 vs 3.17
   s/image, also with ``torch.jit.optimize_for_inference``), so it is not on by default.
 - ``bf16``: the backbone under bf16 autocast. Fast only on CPUs with native bf16 (avx512_bf16,
-  AMX); elsewhere oneDNN emulates it, slower than fp32. ``"auto"`` uses it only where
+  AMX); elsewhere oneDNN runs a reference kernel, far slower than fp32. ``"auto"`` uses it only where
   supported; ``True`` forces it and warns where it is emulated. Its detections differ from
   fp32 by bf16 rounding: measure the match rate (``benchmarks/bench_cpu_inference.py``).
 
-What measured faster on which CPU is in that benchmark's table; on a 2-core AVX2 CPU without
-bf16 (where this was written) bf16 is several times *slower*, hence ``"auto"``.
+What measured faster on which CPU is in that benchmark's table. On the 2-core AVX2 CPU without
+bf16 where this was written, a bf16 3x3 convolution measured ~30-280x *slower* than fp32
+(oneDNN's reference kernel), hence ``"auto"`` and the warning.
 """
 import copy
 import logging
@@ -233,7 +234,8 @@ def _resolve_bf16(bf16: Union[bool, str]) -> bool:
     if bf16 and not supported:
         warnings.warn(
             "bf16 on a CPU without native bf16 (no avx512_bf16 or AMX; see `python -m "
-            "fpn_plugin.env`): oneDNN emulates it and it is slower than fp32 here. Use "
+            "fpn_plugin.env`): oneDNN falls back to a reference bf16 convolution, tens to "
+            "hundreds of times slower than fp32 here. Use "
             "bf16='auto' (or drop --bf16) to keep fp32 on this CPU.",
             RuntimeWarning,
             stacklevel=3,
