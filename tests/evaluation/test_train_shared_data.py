@@ -1,5 +1,5 @@
 """The shared VOC subset and facemask COCO data register from a config, train a few iterations
-with detectron2's builtin tiny R18-FPN Faster R-CNN, and evaluate with the right table."""
+with the plugin's R18-FPN and fpn_plugin's trainer, and evaluate with the right table."""
 import csv
 import json
 import logging
@@ -9,34 +9,30 @@ import pytest
 import torch
 
 import fpn_plugin
-from detectron2 import model_zoo
 from detectron2.config import get_cfg
-from detectron2.engine import DefaultTrainer
 
 from fpn_plugin.data import setup_datasets
+from fpn_plugin.engine import Trainer
 from fpn_plugin.evaluation import build_evaluator
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 VOC = SHARED_DATA / "voc2007_subset" / "VOCdevkit" / "VOC2007"
 FACEMASK = SHARED_DATA / "facemask_coco"
 
 
 def _tiny_cfg(tmp_path, yaml_text):
-    """detectron2's builtin Faster R-CNN with a from-scratch R18-FPN, tiny images, 2 iterations.
-
-    The plugin's backbones and trainer replace these once they land (issue 5 asks for them).
-    """
+    """The plugin's R18-FPN (configs/fpn_r18.yaml) from scratch, tiny images, 2 iterations."""
     cfg = get_cfg()
     fpn_plugin.add_fpn_plugin_config(cfg)
-    cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
+    cfg.merge_from_file(str(CONFIGS / "fpn_r18.yaml"))
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml_text)
     cfg.merge_from_file(str(path))
     cfg.merge_from_list([
-        "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
-        "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+        "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.BACKBONE.FREEZE_AT", "0",
         # From scratch: GroupNorm keeps activations finite (FrozenBN would let them explode).
-        "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
+        "MODEL.PLUGIN_RESNET.NORM", "GN", "MODEL.FPN.NORM", "GN",
         "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64",
         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "20",
         "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "192",
@@ -51,11 +47,12 @@ def _tiny_cfg(tmp_path, yaml_text):
 def _train_and_evaluate(cfg, config_file):
     num_classes = setup_datasets(cfg, config_file)
     torch.manual_seed(0)
-    trainer = DefaultTrainer(cfg)
+    trainer = Trainer(cfg)
     trainer.train()
+    assert trainer.cfg.MODEL.BACKBONE.NAME == "build_plugin_resnet_fpn_backbone"
     name = cfg.DATASETS.TEST[0]
     out = Path(cfg.OUTPUT_DIR) / "eval"
-    results = DefaultTrainer.test(cfg, trainer.model, [build_evaluator(cfg, name, str(out))])
+    results = Trainer.test(cfg, trainer.model, [build_evaluator(cfg, name, str(out))])
     return num_classes, trainer.model, results, out
 
 
