@@ -11,12 +11,21 @@ from PIL import Image
 @pytest.fixture(scope="module")
 def fiftyone(tmp_path_factory):
     # FiftyOne's database for this test module only, started on first use, stopped at exit.
-    os.environ["FIFTYONE_DATABASE_DIR"] = str(tmp_path_factory.mktemp("fodb"))
-    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
-    os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
+    settings = {
+        "FIFTYONE_DATABASE_DIR": str(tmp_path_factory.mktemp("fodb")),
+        "FIFTYONE_DO_NOT_TRACK": "true",
+        "FIFTYONE_DATABASE_VALIDATION": "false",
+    }
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     import fiftyone
 
-    return fiftyone
+    yield fiftyone
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture
