@@ -93,13 +93,7 @@ class COCODetectionEvaluator(COCOEvaluator):
         counters = comm.gather(self._counter, dst=0)
         if not comm.is_main_process():
             return None
-        total = PredictionCounter()
-        for c in counters:
-            total.num_images += c.num_images
-            total.num_predictions += c.num_predictions
-            total.images_without_predictions += c.images_without_predictions
-            total.per_class.update(c.per_class)
-        return total
+        return PredictionCounter.merged(counters)
 
     def evaluate(self, img_ids=None):
         counter = self._total_counter()

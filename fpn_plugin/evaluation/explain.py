@@ -38,6 +38,17 @@ class PredictionCounter:
             else:
                 self.per_class.update(instances.pred_classes.tolist())
 
+    @classmethod
+    def merged(cls, counters: Iterable["PredictionCounter"]) -> "PredictionCounter":
+        """One counter holding the counts of several (e.g. one per process)."""
+        total = cls()
+        for c in counters:
+            total.num_images += c.num_images
+            total.num_predictions += c.num_predictions
+            total.images_without_predictions += c.images_without_predictions
+            total.per_class.update(c.per_class)
+        return total
+
     def summary(self, class_names: Sequence[str]) -> str:
         """One line for the log: totals and the classes that got no prediction."""
         unpredicted = [n for i, n in enumerate(class_names) if self.per_class[i] == 0]

@@ -126,13 +126,7 @@ class VOCDetectionEvaluator(DatasetEvaluator):
         for part in all_dets:
             for cls, items in part.items():
                 dets[cls].extend(items)
-        counter = PredictionCounter()
-        for c in counters:
-            counter.num_images += c.num_images
-            counter.num_predictions += c.num_predictions
-            counter.images_without_predictions += c.images_without_predictions
-            counter.per_class.update(c.per_class)
-        return dets, counter
+        return dets, PredictionCounter.merged(counters)
 
     def evaluate(self):
         dets, counter = self._gather()
