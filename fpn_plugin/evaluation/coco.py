@@ -20,7 +20,7 @@ from detectron2.utils import comm
 from fpn_plugin.compat import has_compiled_ops
 
 from .explain import PredictionCounter, empty_bucket_messages, no_predictions_message, size_buckets
-from .tables import markdown_table, write_table
+from .tables import markdown_table, write_results, write_table
 
 __all__ = ["COCODetectionEvaluator"]
 
@@ -114,6 +114,7 @@ class COCODetectionEvaluator(COCOEvaluator):
             for message in empty_bucket_messages(self._metadata.name, size_buckets(areas)):
                 logger.warning(message)
         self._save_per_category()
+        write_results(self._output_dir, results)
         return results
 
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None) -> Dict[str, float]:

@@ -1,10 +1,15 @@
 """Write result tables as Markdown and CSV, and format them for the log."""
 import csv
+import json
 import math
 import os
 from typing import List, Optional, Sequence
 
-__all__ = ["format_cell", "markdown_table", "write_table"]
+__all__ = ["format_cell", "markdown_table", "write_table", "write_results", "RESULTS_FILE"]
+
+# What an evaluator returned, saved beside its tables: scripts and notebooks read the numbers
+# from here instead of parsing the log.
+RESULTS_FILE = "results.json"
 
 
 def format_cell(value, digits: int = 2) -> str:
@@ -55,3 +60,26 @@ def write_table(
                 ["" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in row]
             )
     return [md_path, csv_path]
+
+
+def write_results(output_folder: Optional[str], results: dict) -> Optional[str]:
+    """Save an evaluator's results (``{"bbox": {"AP": ...}}``) as ``results.json``.
+
+    NaN (a metric with no data, e.g. APs without small objects) is written as null, so the
+    file is strict JSON. Returns the path, or None when ``output_folder`` is empty.
+    """
+    if not output_folder or not results:
+        return None
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return float(value) if isinstance(value, (int, float)) else value
+
+    os.makedirs(output_folder, exist_ok=True)
+    path = os.path.join(output_folder, RESULTS_FILE)
+    with open(path, "w") as f:
+        json.dump(clean(results), f, indent=1)
+    return path

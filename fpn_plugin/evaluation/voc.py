@@ -18,7 +18,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
 from .explain import PredictionCounter, no_predictions_message
-from .tables import markdown_table, write_table
+from .tables import markdown_table, write_results, write_table
 from .voc_metric import ClassResult, evaluate_class_at, mean_ignoring_nan
 
 __all__ = ["VOCDetectionEvaluator", "voc_ground_truth"]
@@ -143,7 +143,9 @@ class VOCDetectionEvaluator(DatasetEvaluator):
                 "%d image id(s) with predictions are not in %r and are ignored, e.g. %r.",
                 len(unknown), self._dataset_name, sorted(map(str, unknown))[:3],
             )
-        return {"bbox": self.compute(gt, dets)}
+        results = {"bbox": self.compute(gt, dets)}
+        write_results(self._output_dir, results)
+        return results
 
     def compute(self, gt, dets) -> Dict[str, float]:
         """The metrics from ground truth (see :func:`voc_ground_truth`) and detections per class."""

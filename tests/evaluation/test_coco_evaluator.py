@@ -1,4 +1,5 @@
 """COCO evaluation: perfect predictions give 100, known-shifted boxes the known value."""
+import json
 import logging
 import math
 import uuid
@@ -63,6 +64,9 @@ def test_perfect_predictions_give_100(dataset, tmp_path, caplog):
     rows = (tmp_path / "coco_per_category_ap.csv").read_text().splitlines()
     assert rows[0] == "category,AP,AP50,GT boxes"
     assert rows[1].startswith("a,100.0,100.0,6") and rows[2].startswith("b,100.0,100.0,3")
+    # The numbers are also saved as strict JSON, NaN as null, for scripts and the notebook.
+    saved = json.loads((tmp_path / "results.json").read_text())["bbox"]
+    assert saved["AP50"] == pytest.approx(100.0) and saved["APs"] is None
 
 
 def test_shifted_boxes_give_the_known_value(dataset, tmp_path):

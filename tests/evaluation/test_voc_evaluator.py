@@ -1,4 +1,5 @@
 """The VOC evaluator against an independent devkit computation and detectron2's evaluator."""
+import json
 import logging
 import os
 import uuid
@@ -170,6 +171,8 @@ def test_agrees_with_independent_devkit(voc_datasets, tmp_path):
         table[0].startswith('class,AP50 (VOC07 11-point),"AP50 (area, VOC2010+)"')
     assert [line.split(",")[0] for line in table[1:]] == CLASSES + ["mean"]
     assert (tmp_path / "voc_per_class_ap.md").read_text().count("\n|") >= 5
+    saved = json.loads((tmp_path / "results.json").read_text())["bbox"]
+    assert saved["AP50_07"] == pytest.approx(res["AP50_07"]) and saved["AP"] == pytest.approx(res["AP"])
 
 
 @pytest.mark.parametrize("year", [2007, 2012])
