@@ -191,6 +191,9 @@ def _to_fiftyone(args, run: _Run, images: List[Path]) -> None:
 
     done = [str(p) for p in images if p.name in run.sizes]
     dataset = fiftyone_view.images_to_fiftyone(done, run.sizes, args.fiftyone, overwrite=True)
+    # FiftyOne deletes non-persistent datasets once no process uses them: this one is meant to
+    # be opened after predict.py has exited.
+    dataset.persistent = True
     fiftyone_view.add_coco_results(dataset, run.results, run.sizes)
     if args.coco_gt:
         with open(args.coco_gt) as f:

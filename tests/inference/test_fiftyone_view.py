@@ -110,6 +110,7 @@ def test_predict_py_fiftyone_run(fiftyone, tiny_detector, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "FiftyOne mAP" in printed and "FiftyOne dataset: fpn_plugin_predict_test (2 samples)" in printed
     dataset = fiftyone.load_dataset("fpn_plugin_predict_test")
+    assert dataset.persistent  # still there for fo.load_dataset after predict.py has exited
     predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert dataset.count("predictions.detections") == len(predictions)
     assert dataset.count("ground_truth.detections") == 1
