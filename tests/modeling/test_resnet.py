@@ -167,3 +167,33 @@ def test_registered_builder_reads_config():
     assert isinstance(model.layer1[0].bn1, FrozenBatchNorm2d)
     assert isinstance(model.layer2[0].bn1, nn.BatchNorm2d)
     assert not model.layer1[0].conv1.weight.requires_grad and model.layer2[0].conv1.weight.requires_grad
+
+
+def _plugin_fpn_cfg():
+    cfg = add_fpn_plugin_config(get_cfg())
+    cfg.MODEL.BACKBONE.NAME = "build_plugin_resnet_fpn_backbone"
+    cfg.MODEL.PLUGIN_RESNET.DEPTH = 18
+    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    return cfg
+
+
+def test_resnets_keys_that_would_be_ignored_are_refused():
+    cfg = _plugin_fpn_cfg()
+    cfg.MODEL.RESNETS.DEPTH = 101  # a detectron2 habit: the plugin reads PLUGIN_RESNET.DEPTH
+    with pytest.raises(ValueError, match=r"MODEL.RESNETS.DEPTH is 101 but the plugin ResNet reads "
+                                         r"MODEL.PLUGIN_RESNET.DEPTH \(18\): set MODEL.PLUGIN_RESNET.DEPTH 101"):
+        build_backbone(cfg, ShapeSpec(channels=3))
+    cfg = _plugin_fpn_cfg()
+    cfg.MODEL.RESNETS.NUM_GROUPS = 32
+    with pytest.raises(ValueError, match="NUM_GROUPS is 32: the plugin ResNet builds plain ResNets only"):
+        build_backbone(cfg, ShapeSpec(channels=3))
+
+
+def test_resnets_keys_at_default_or_agreeing_are_accepted():
+    # What detectron2's Base-RCNN-FPN.yaml and R18 configs set, agreeing with the plugin's.
+    cfg = _plugin_fpn_cfg()
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    backbone = build_backbone(cfg, ShapeSpec(channels=3))
+    assert backbone.bottom_up.depth == 18
