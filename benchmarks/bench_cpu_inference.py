@@ -21,7 +21,11 @@ scratch) is trained for ``--train-iters`` iterations on ``/work/shared/data/face
 measured on the random-weight timing model and labelled so: it is not a valid fidelity test.
 
 Settings: ``fp32`` (plain), ``fold`` (norms folded), ``fast`` (fold + NHWC: what
-``--fast-cpu`` runs), ``fast+jit`` (also TorchScript-frozen backbone and RPN head), ``bf16``
+``--fast-cpu`` runs), ``fast+jit`` (also TorchScript-frozen backbone and RPN head),
+``fast+compile`` and ``fast+compile-dyn`` (backbone and RPN head by ``torch.compile`` with
+inductor's freezing; torch's default static-then-symbolic sizes, and symbolic sizes from the
+start; their first forward, which compiles, is reported separately with a fresh inductor
+cache), ``bf16``
 (plain model under bf16 autocast, what ``predict.py --bf16`` runs) and ``fast+bf16``. On CPUs
 without native bf16 (no avx512_bf16 or AMX; ``python -m fpn_plugin.env``) oneDNN falls back to
 a reference bf16 convolution, measured ~280x slower than fp32 on the 2-core AVX2 CPU this was
@@ -32,6 +36,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -60,6 +65,9 @@ SETTINGS = {
     "fold": lambda m: (optimize_for_cpu(m, channels_last=False, jit=False), False),
     "fast": lambda m: (optimize_for_cpu(m), False),  # = fold+nhwc: what --fast-cpu runs
     "fast+jit": lambda m: (optimize_for_cpu(m, jit=True), False),
+    # torch's default: static for the first padded size, one symbolic recompile on a new size
+    "fast+compile": lambda m: (optimize_for_cpu(m, compile=True), False),
+    "fast+compile-dyn": lambda m: (optimize_for_cpu(m, compile="dynamic"), False),
     "bf16": lambda m: (m, True),
     "fast+bf16": lambda m: (optimize_for_cpu(m, bf16=True), False),
 }
@@ -189,9 +197,13 @@ def time_settings(args, data: str):
             )  # the bf16-is-slow warning: measured here
             models[name] = SETTINGS[name](base)
     times = {name: [] for name in models}
+    first = {}
     for name, (model, bf16) in models.items():
-        for _ in range(2):  # warm-up: oneDNN primitives, TorchScript's profiling runs
+        for i in range(2):  # warm-up: oneDNN primitives, TorchScript's profiling runs, compiling
+            start = time.perf_counter()
             forward(model, inputs, bf16)
+            if i == 0:
+                first[name] = time.perf_counter() - start
     for r in range(args.repeats):
         for name, (model, bf16) in models.items():
             start = time.perf_counter()
@@ -202,7 +214,7 @@ def time_settings(args, data: str):
             + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()),
             flush=True,
         )
-    return {name: statistics.median(t) for name, t in times.items()}, times
+    return {name: statistics.median(t) for name, t in times.items()}, first
 
 
 # ------------------------------------------------------------------------------------ match rate
@@ -351,6 +363,8 @@ def match_rates(model, inputs, settings):
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Compile times as a first use sees them: a fresh inductor cache for this run.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="bench_inductor_"))
     if args.threads:
         torch.set_num_threads(args.threads)
     data_ok = (Path(args.data) / "annotations" / "custom_val.json").is_file()
@@ -397,7 +411,7 @@ def main(argv=None) -> int:
     print(
         f"timing: builtin R50-FPN at {args.size[0]}x{args.size[1]}, {args.repeats} interleaved rounds"
     )
-    medians, _ = time_settings(args, args.data)
+    medians, first = time_settings(args, args.data)
     reference = medians["fp32"]
     header = (
         f"| model | setting | s/image (median of {args.repeats}) | ratio to builtin fp32 "
@@ -412,6 +426,14 @@ def main(argv=None) -> int:
         rate = "reference" if name == "fp32" else f"{100 * rates[name]:.1f} %"
         print(
             f"| {model} | {name} | {medians[name]:.2f} | {medians[name] / reference:.2f}x | {rate} |"
+        )
+    compiled = [n for n in args.settings if "compile" in n]
+    if compiled:
+        print()
+        print(
+            "first forward (includes torch.compile's compilation, cold inductor cache): "
+            + ", ".join(f"{n} {first[n]:.1f} s" for n in compiled)
+            + f"; fast {first['fast']:.1f} s" * ("fast" in first)
         )
     if probe is not None:
         print(

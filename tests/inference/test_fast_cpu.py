@@ -132,6 +132,30 @@ def test_a_fast_model_survives_deepcopy():
             _assert_same_detections(a["instances"], b["instances"])
 
 
+def test_compiled_fast_model_gives_the_plain_models_detections():
+    # Inductor compiles at the first forward: the slowest test here (~20-40 s on 2 cores without
+    # inductor's on-disk cache), so one static compilation for the batch's padded size only.
+    model = _tiny_model()
+    fast = optimize_for_cpu(model, compile="static")
+    assert isinstance(fast.backbone.body, torch._dynamo.eval_frame.OptimizedModule)
+    assert isinstance(fast.proposal_generator.rpn_head, torch._dynamo.eval_frame.OptimizedModule)
+    with torch.no_grad():
+        plain_out, fast_out = model(_inputs()), fast(_inputs())
+    for a, b in zip(plain_out, fast_out):
+        _assert_same_detections(a["instances"], b["instances"])
+
+
+def test_compile_options_are_checked():
+    model = _tiny_model()
+    with pytest.raises(ValueError, match="compile must be False, True, 'static' or 'dynamic'"):
+        optimize_for_cpu(model, compile="fast")
+    with pytest.raises(ValueError, match="jit and compile are alternatives"):
+        optimize_for_cpu(model, jit=True, compile="static")
+    for option in (True, "dynamic"):  # compiles lazily: nothing runs here
+        fast = optimize_for_cpu(model, compile=option)
+        assert isinstance(fast.backbone.body, torch._dynamo.eval_frame.OptimizedModule)
+
+
 def test_optimize_refuses_a_training_model_and_a_second_pass():
     model = _tiny_model()
     with pytest.raises(ValueError, match="needs an eval-mode model"):
