@@ -25,7 +25,9 @@ Settings: ``fp32`` (plain), ``fold`` (norms folded), ``fast`` (fold + NHWC: what
 ``fast+compile`` and ``fast+compile-dyn`` (backbone and RPN head by ``torch.compile`` with
 inductor's freezing; torch's default static-then-symbolic sizes, and symbolic sizes from the
 start; their first forward, which compiles, is reported separately with a fresh inductor
-cache), ``bf16``
+cache), ``fast+int8rpn`` and ``fast+compile+int8rpn`` (the RPN head's 3x3 conv in int8,
+calibrated on ``--calibration-images`` training images for the match rate and on the timing
+image for the timing), ``bf16``
 (plain model under bf16 autocast, what ``predict.py --bf16`` runs) and ``fast+bf16``. On CPUs
 without native bf16 (no avx512_bf16 or AMX; ``python -m fpn_plugin.env``) oneDNN falls back to
 a reference bf16 convolution, measured ~280x slower than fp32 on the 2-core AVX2 CPU this was
@@ -59,17 +61,20 @@ from fpn_plugin.inference.fast_cpu import cpu_supports_bf16, optimize_for_cpu
 
 DEFAULT_DATA = "/work/shared/data/facemask_coco"
 
-# name -> how to make the setting from an eval-mode fp32 model: (model, autocast bf16?)
+# name -> how to make the setting from an eval-mode fp32 model and calibration inputs (for int8):
+# (model, autocast bf16?)
 SETTINGS = {
-    "fp32": lambda m: (m, False),
-    "fold": lambda m: (optimize_for_cpu(m, channels_last=False, jit=False), False),
-    "fast": lambda m: (optimize_for_cpu(m), False),  # = fold+nhwc: what --fast-cpu runs
-    "fast+jit": lambda m: (optimize_for_cpu(m, jit=True), False),
+    "fp32": lambda m, c: (m, False),
+    "fold": lambda m, c: (optimize_for_cpu(m, channels_last=False, jit=False), False),
+    "fast": lambda m, c: (optimize_for_cpu(m), False),  # = fold+nhwc: what --fast-cpu runs
+    "fast+jit": lambda m, c: (optimize_for_cpu(m, jit=True), False),
     # torch's default: static for the first padded size, one symbolic recompile on a new size
-    "fast+compile": lambda m: (optimize_for_cpu(m, compile=True), False),
-    "fast+compile-dyn": lambda m: (optimize_for_cpu(m, compile="dynamic"), False),
-    "bf16": lambda m: (m, True),
-    "fast+bf16": lambda m: (optimize_for_cpu(m, bf16=True), False),
+    "fast+compile": lambda m, c: (optimize_for_cpu(m, compile=True), False),
+    "fast+compile-dyn": lambda m, c: (optimize_for_cpu(m, compile="dynamic"), False),
+    "fast+int8rpn": lambda m, c: (optimize_for_cpu(m, int8_rpn=c), False),
+    "fast+compile+int8rpn": lambda m, c: (optimize_for_cpu(m, compile=True, int8_rpn=c), False),
+    "bf16": lambda m, c: (m, True),
+    "fast+bf16": lambda m, c: (optimize_for_cpu(m, bf16=True), False),
 }
 BF16_SETTINGS = ("bf16", "fast+bf16")
 
@@ -115,6 +120,10 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--match-images", type=int, default=20, help="validation images for the match rate"
+    )
+    p.add_argument(
+        "--calibration-images", type=int, default=8,
+        help="training images that calibrate the int8 settings for the match rate",
     )
     p.add_argument(
         "--output", default="output/bench_cpu_inference", help="where the trained model is saved"
@@ -195,7 +204,7 @@ def time_settings(args, data: str):
             warnings.simplefilter(
                 "ignore", RuntimeWarning
             )  # the bf16-is-slow warning: measured here
-            models[name] = SETTINGS[name](base)
+            models[name] = SETTINGS[name](base, inputs)  # int8: calibrated on the image
     times = {name: [] for name in models}
     first = {}
     for name, (model, bf16) in models.items():
@@ -302,12 +311,13 @@ def load_trained(config_file: str, weights: str):
     return cfg, model
 
 
-def match_inputs(cfg, data: str, count: int):
-    """Validation images as the model's test-time inputs (resized as the Predictor does)."""
+def match_inputs(cfg, data: str, count: int, split: str = "val"):
+    """Validation (or ``split``) images as the model's test-time inputs (resized as the
+    Predictor does)."""
     import cv2
     from detectron2.data import transforms as T
 
-    files = sorted((Path(data) / "val2017").glob("*.jpg"))[:count]
+    files = sorted((Path(data) / f"{split}2017").glob("*.jpg"))[:count]
     aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
     inputs = []
     for f in files:
@@ -342,7 +352,7 @@ def matched(reference, candidate, iou_threshold: float = 0.9) -> int:
     return count
 
 
-def match_rates(model, inputs, settings):
+def match_rates(model, inputs, settings, calibration):
     reference = [forward(model, [x], False)[0]["instances"] for x in inputs]
     total = sum(len(r) for r in reference)
     rates = {}
@@ -351,7 +361,7 @@ def match_rates(model, inputs, settings):
             continue  # the reference itself
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            candidate_model, bf16 = SETTINGS[name](model)
+            candidate_model, bf16 = SETTINGS[name](model, calibration)
         hits = sum(
             matched(r, forward(candidate_model, [x], bf16)[0]["instances"].to("cpu"))
             for r, x in zip(reference, inputs)
@@ -389,7 +399,9 @@ def main(argv=None) -> int:
         print(
             f"match rate: {len(inputs)} facemask val images at {cfg.INPUT.MIN_SIZE_TEST}px ({label})"
         )
-        rates, total = match_rates(trained, inputs, args.settings)
+        # int8 calibration: training images, none of the ones matched
+        calibration = match_inputs(cfg, args.data, args.calibration_images, split="train")
+        rates, total = match_rates(trained, inputs, args.settings, calibration)
     else:
         print(
             f"NO trained model ({args.data} absent and no --weights): the match rate below is on the "
@@ -406,7 +418,7 @@ def main(argv=None) -> int:
             }
         ]
         calibrate_frozen_bn(timing, inputs)
-        rates, total = match_rates(timing, inputs, args.settings)
+        rates, total = match_rates(timing, inputs, args.settings, inputs)
 
     print(
         f"timing: builtin R50-FPN at {args.size[0]}x{args.size[1]}, {args.repeats} interleaved rounds"
@@ -431,7 +443,8 @@ def main(argv=None) -> int:
     if compiled:
         print()
         print(
-            "first forward (includes torch.compile's compilation, cold inductor cache): "
+            "first forward (includes torch.compile's compilation; fresh inductor cache for "
+            "this run, but later settings reuse what earlier ones compiled): "
             + ", ".join(f"{n} {first[n]:.1f} s" for n in compiled)
             + f"; fast {first['fast']:.1f} s" * ("fast" in first)
         )

@@ -22,11 +22,27 @@
   sizes, ``True`` is torch's default: static for the first size, one symbolic recompile when
   another size comes. Compilation happens at the first forward and needs a C++ compiler.
   Measured on the 2-core AVX2 CPU (R50-FPN, 800x1199, interleaved medians): on an idle
-  machine 2.98 s/image against 3.08 for fold + NHWC and 3.83 for the builtin fp32 model (0.78x
-  vs 0.80x), the same for ``"dynamic"``; with another process loading the cores, 0.62-0.64x
-  (static) and 0.68x (dynamic) vs 0.75-0.77x. The first forward took 18-29 s (cold inductor
-  cache; an eager one 3.5 s), each new size with ``"static"`` ~10-15 s more. A few percent
-  for half a minute of compiling and a compiler at run time: not on by default.
+  machine 2.98 and 2.90 s/image against 3.08 and 2.94 for fold + NHWC (0.78x and 0.80x vs
+  0.80x and 0.81x of the builtin fp32 model), the same for ``"dynamic"``; with another process
+  loading the cores, 0.62-0.64x (static) and 0.68x (dynamic) vs 0.75-0.77x. The first forward
+  took 11-29 s (fresh inductor cache; an eager one 3 s), each new size with ``"static"``
+  ~10-15 s more. A few percent for up to half a minute of compiling and a C++ compiler at run
+  time: not on by default.
+- ``int8_rpn`` (off by default; give it a few calibration images): the RPN head's shared 3x3
+  conv + ReLU, a quarter of R50-FPN's multiply-adds at 800x1199, as an int8 convolution
+  (fbgemm/oneDNN through torch's quantized CPU ops; weights per channel, activations per
+  tensor in the 7-bit range that AVX2 without VNNI needs, ranges from histograms of the
+  calibration images' features of all levels). Only the proposals change, a little; the
+  backbone and box head stay fp32. Measured on the 2-core AVX2 CPU (R50-FPN, 800x1199,
+  interleaved medians, idle machine): 2.73 s/image against 2.94 for fold + NHWC and 3.63 for
+  the builtin fp32 model (0.75x vs 0.81x; 0.74x with ``compile``), calibration ~1 s; 97.5 % of
+  the fp32 detections matched (79 of 81 on 80 facemask validation images, calibrated on 8
+  training images; a benchmark-trained R18-FPN). How well it matches depends on the model:
+  measure it on yours (``benchmarks/bench_cpu_inference.py --weights``).
+  torch marks its quantized tensors deprecated (torchao replaces them): this needs them.
+  Quantizing the whole backbone and FPN too (FX graph mode, x86 backend) measured 0.62x
+  against 0.83x for fold + NHWC, but matched only 85 % of the fp32 detections (69 of 81 on 80
+  facemask images; 73 % with 8-bit activations, saturating without VNNI), so it is not here.
 - ``bf16``: the backbone under bf16 autocast. Fast only on CPUs with native bf16 (avx512_bf16,
   AMX); elsewhere oneDNN runs a reference kernel, far slower than fp32. ``"auto"`` uses it only where
   supported; ``True`` forces it and warns where it is emulated. Its detections differ from
@@ -39,7 +55,7 @@ bf16 where this was written, a bf16 3x3 convolution measured ~30-280x *slower* t
 import copy
 import logging
 import warnings
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -50,6 +66,7 @@ from ..device import cpu_has_native_bf16 as cpu_supports_bf16
 
 __all__ = [
     "optimize_for_cpu", "fold_conv_norm", "fold_batch_norms", "cpu_supports_bf16", "FastBackbone",
+    "Int8ConvReLU",
 ]
 
 logger = logging.getLogger(__name__)
@@ -250,6 +267,69 @@ def _compile(module: nn.Module, dynamic: Optional[bool]) -> nn.Module:
     return torch.compile(module, dynamic=dynamic, options={"freezing": True})
 
 
+class Int8ConvReLU(nn.Module):
+    """``relu(conv(x))`` as an int8 convolution: fp32 in, fp32 out.
+
+    The input is quantized per tensor (quint8, 7-bit range as fbgemm needs without VNNI) with
+    a scale calibrated beforehand, the weight per output channel (qint8, symmetric); the int8
+    conv with its fused ReLU requantizes to the calibrated output scale, then it is dequantized.
+    """
+
+    def __init__(self, conv: nn.Conv2d, input_qparams, output_qparams):
+        super().__init__()
+        from torch.ao.nn.intrinsic.quantized import ConvReLU2d
+
+        from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+        weight = conv.weight.detach().float()
+        observer = PerChannelMinMaxObserver(
+            ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric
+        )
+        observer(weight)
+        scales, zero_points = observer.calculate_qparams()
+        qweight = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
+        self.qconv = ConvReLU2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+        )
+        bias = conv.bias.detach().float() if conv.bias is not None else None
+        self.qconv.set_weight_bias(qweight, bias)
+        self.qconv.scale, self.qconv.zero_point = float(output_qparams[0]), int(output_qparams[1])
+        self.input_scale, self.input_zero_point = float(input_qparams[0]), int(input_qparams[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, torch.quint8)
+        return self.qconv(q).dequantize()
+
+
+@torch.no_grad()
+def _quantize_rpn_conv(model: nn.Module, calibration: Sequence[dict]) -> None:
+    """Replace the RPN head's shared 3x3 conv + ReLU by :class:`Int8ConvReLU`, its input and
+    output ranges observed (histograms, as torch's x86 default) on the calibration images'
+    features of every level."""
+    from torch.ao.quantization.observer import HistogramObserver
+
+    head = model.proposal_generator.rpn_head
+    conv = getattr(head, "conv", None)
+    if not (isinstance(conv, nn.Conv2d) and isinstance(getattr(conv, "activation", None), nn.ReLU)
+            and getattr(conv, "norm", None) is None):
+        raise ValueError(
+            "int8_rpn needs detectron2's StandardRPNHead with one conv + ReLU (RPN.CONV_DIMS "
+            f"[-1]), got {type(head).__name__} with conv {type(conv).__name__}"
+        )
+    if not calibration:
+        raise ValueError("int8_rpn needs calibration inputs (a list of detectron2 input dicts)")
+    observers = [HistogramObserver(quant_min=0, quant_max=127) for _ in range(2)]
+    for inputs in calibration:
+        images = model.preprocess_image([inputs])
+        features = model.backbone.original(images.tensor)  # eager: nothing compiles here
+        for name in model.proposal_generator.in_features:
+            x = features[name]
+            observers[0](x)
+            observers[1](conv(x))  # detectron2's Conv2d applies its ReLU
+    head.conv = Int8ConvReLU(conv, *(o.calculate_qparams() for o in observers))
+
+
 def _resolve_bf16(bf16: Union[bool, str]) -> bool:
     supported = cpu_supports_bf16()
     if bf16 == "auto":
@@ -276,6 +356,7 @@ def optimize_for_cpu(
     channels_last: bool = True,
     jit: bool = False,
     compile: Union[bool, str] = False,
+    int8_rpn: Optional[Sequence[dict]] = None,
     inplace: bool = False,
 ) -> nn.Module:
     """The CPU fast form of an eval-mode detectron2 meta-architecture (``GeneralizedRCNN``...).
@@ -292,6 +373,10 @@ def optimize_for_cpu(
             static for the first padded size, one recompile with symbolic sizes once another
             size comes); ``"static"`` (one compilation per padded size, the fastest code);
             ``"dynamic"`` (symbolic sizes from the start). See the module doc.
+        int8_rpn: calibration inputs (detectron2 input dicts, as ``model`` takes them; a few
+            images like the ones to predict) to run the RPN head's 3x3 conv in int8; None
+            (default) keeps it fp32. Not with ``jit``; with ``compile`` the RPN head stays
+            eager. Changes the detections slightly: see the module doc.
         inplace: change ``model`` itself instead of a deep copy.
 
     Returns:
@@ -318,6 +403,8 @@ def optimize_for_cpu(
     use_compile = _resolve_compile(compile)
     if jit and use_compile:
         raise ValueError("jit and compile are alternatives: choose one")
+    if jit and int8_rpn is not None:
+        raise ValueError("int8_rpn does not work with jit")
     if not inplace:
         model = copy.deepcopy(model)
     if isinstance(model.backbone, FastBackbone):
@@ -340,8 +427,12 @@ def optimize_for_cpu(
     if rpn_head is not None:
         if channels_last:
             rpn_head.to(memory_format=torch.channels_last)
-        if jit and not use_bf16:
+        if int8_rpn is not None:
+            _quantize_rpn_conv(model, int8_rpn)
+        elif jit and not use_bf16:
             model.proposal_generator.rpn_head = _trace_rpn_head(model, channels_last)
         elif use_compile and not use_bf16:
             model.proposal_generator.rpn_head = _compile(rpn_head, _COMPILE_DYNAMIC[compile])
+    elif int8_rpn is not None:
+        raise ValueError("int8_rpn needs a model with an RPN (proposal_generator.rpn_head)")
     return model

@@ -156,6 +156,49 @@ def test_compile_options_are_checked():
         assert isinstance(fast.backbone.body, torch._dynamo.eval_frame.OptimizedModule)
 
 
+def test_int8_conv_relu_is_close_to_the_fp32_conv():
+    g = torch.Generator().manual_seed(6)
+    conv = Conv2d(32, 32, 3, padding=1, activation=nn.ReLU()).eval()
+    x = torch.randn(1, 32, 24, 40, generator=g).relu()  # features after a ReLU, like FPN's
+    with torch.no_grad():
+        reference = conv(x)
+        from torch.ao.quantization.observer import HistogramObserver
+        observers = [HistogramObserver(quant_min=0, quant_max=127) for _ in range(2)]
+        observers[0](x), observers[1](reference)
+        int8 = fast_cpu.Int8ConvReLU(conv, *(o.calculate_qparams() for o in observers))
+        out = int8(x)
+    assert out.dtype == torch.float32 and out.shape == reference.shape and out.min() >= 0
+    # 7-bit activations and 8-bit weights: a few percent of the output's norm, not more.
+    relative = (out - reference).norm() / reference.norm()
+    assert 0 < relative < 0.05
+
+
+def test_int8_rpn_keeps_the_rpn_outputs_close_and_detects():
+    model = _tiny_model()
+    fast = optimize_for_cpu(model)
+    int8 = optimize_for_cpu(model, int8_rpn=_inputs())  # calibrated on the images it is run on
+    assert isinstance(int8.proposal_generator.rpn_head.conv, fast_cpu.Int8ConvReLU)
+    with torch.no_grad():
+        images = fast.preprocess_image(_inputs())
+        features = fast.backbone(images.tensor)
+        levels = [features[f] for f in fast.proposal_generator.in_features]
+        for fp32_out, int8_out in zip(
+            fast.proposal_generator.rpn_head(levels), int8.proposal_generator.rpn_head(levels)
+        ):  # objectness logits and anchor deltas, per level
+            for a, b in zip(fp32_out, int8_out):
+                assert (b - a).norm() / a.norm() < 0.05
+        out = int8(_inputs())
+    assert all(len(o["instances"]) > 0 for o in out)
+
+
+def test_int8_rpn_options_are_checked():
+    model = _tiny_model()
+    with pytest.raises(ValueError, match="int8_rpn does not work with jit"):
+        optimize_for_cpu(model, jit=True, int8_rpn=_inputs())
+    with pytest.raises(ValueError, match="int8_rpn needs calibration inputs"):
+        optimize_for_cpu(model, int8_rpn=[])
+
+
 def test_optimize_refuses_a_training_model_and_a_second_pass():
     model = _tiny_model()
     with pytest.raises(ValueError, match="needs an eval-mode model"):
