@@ -4,6 +4,9 @@
     python benchmarks/bench_cpu_inference.py                      # default, ~15 min on 2 cores
     python benchmarks/bench_cpu_inference.py --quick              # ~4 min: fewer runs, no bf16
     python benchmarks/bench_cpu_inference.py --config-file C --weights W   # your trained model
+    python benchmarks/bench_cpu_inference.py --settings fast fast+int8rpn  # some settings only
+
+(The times above predate the compile and int8 settings, which add a few minutes.)
 
 Speed: detectron2's builtin R50-FPN (its model-zoo config, random weights) on one 800x1199
 image, batch 1, ``--repeats`` interleaved rounds over every setting after one warm-up each, so
