@@ -123,8 +123,10 @@ def test_fast_model_gives_the_plain_models_detections(options):
         _assert_same_detections(a["instances"], b["instances"])
 
 
-def test_a_fast_model_survives_deepcopy():
-    fast = optimize_for_cpu(_tiny_model(), jit=True)
+@pytest.mark.parametrize("option", ["jit", "int8_rpn"])
+def test_a_fast_model_survives_deepcopy(option):
+    options = {"jit": True} if option == "jit" else {"int8_rpn": _inputs()}
+    fast = optimize_for_cpu(_tiny_model(), **options)
     copied = copy.deepcopy(fast)  # e.g. by ProposalsOnly users or evaluation code
     assert copied.backbone._out_features == fast.backbone._out_features  # answered by the original
     with torch.no_grad():
