@@ -134,6 +134,7 @@ def test_a_fast_model_survives_deepcopy(option):
             _assert_same_detections(a["instances"], b["instances"])
 
 
+@pytest.mark.slow
 def test_compiled_fast_model_gives_the_plain_models_detections():
     # Inductor compiles at the first forward: the slowest test here (~20-40 s on 2 cores without
     # inductor's on-disk cache), so one static compilation for the batch's padded size only.
