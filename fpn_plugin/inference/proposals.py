@@ -23,6 +23,7 @@ from torch import nn
 from ..checkpoint import PluginCheckpointer
 from ..compat import has_compiled_ops
 from ..config import add_fpn_plugin_config
+from ..data import setup_datasets
 from ..device import resolve_device
 
 __all__ = ["ProposalsOnly", "draw_proposals", "proposal_recall"]
@@ -86,8 +87,11 @@ def proposal_recall(cfg, dataset_name: str, output_dir: Optional[str] = None) ->
     detector.eval()
     # AR@1000 needs 1000 proposals per image, whatever the detector keeps for its ROI heads.
     model = ProposalsOnly(detector, post_nms_topk=max(1000, cfg.MODEL.RPN.POST_NMS_TOPK_TEST))
+    # The loader first: it loads the dataset, which writes generated data's JSON (the shapes)
+    # that the evaluator then opens.
+    loader = build_detection_test_loader(cfg, dataset_name)
     evaluator = COCOEvaluator(dataset_name, output_dir=output_dir, use_fast_impl=has_compiled_ops())
-    results = inference_on_dataset(model, build_detection_test_loader(cfg, dataset_name), evaluator)
+    results = inference_on_dataset(model, loader, evaluator)
     return results["box_proposals"]
 
 
@@ -103,6 +107,7 @@ def main(argv=None) -> None:
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
+    setup_datasets(cfg, args.config_file)  # the config's own datasets (custom, shapes, root)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     for name, value in proposal_recall(cfg, dataset).items():
         print(f"{name:>10}  {value:6.2f}")

@@ -84,3 +84,19 @@ def test_draw_proposals_draws_only_the_top_k():
     assert drawn.shape == (60, 80, 3)
     # Only the best proposal (right-hand box) is drawn.
     assert drawn[28:58, 38:72].any() and not drawn[3:22, 3:22].any()
+
+
+def test_cli_registers_the_configs_datasets(tmp_path, capsys):
+    # The config's shapes settings (a cache folder not generated yet) must be the ones used,
+    # not the default registration made at import.
+    from pathlib import Path
+
+    from fpn_plugin.inference.proposals import main
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "shapes_r18_fpn.yaml"
+    main(["--config-file", str(config), "DATASETS.SHAPES.CACHE_DIR", str(tmp_path / "shapes"),
+          "DATASETS.SHAPES.NUM_TRAIN", "2", "DATASETS.SHAPES.NUM_VAL", "2",
+          "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert any(line.split()[:1] == ["AR@100"] for line in printed.splitlines()), printed
+    assert list((tmp_path / "shapes").rglob("val.json"))
