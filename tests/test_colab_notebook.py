@@ -156,7 +156,9 @@ def test_notebook_runs_end_to_end_on_cpu(tmp_path):
     # Predictions drawn for the 4 test images, with predictions.json and the proposals.
     assert len(list((out / "predict" / "vis").iterdir())) == 4
     assert _images(_tagged(nb, "predict")) == 4
-    assert json.load(open(out / "predict" / "predictions.json")) is not None
+    predictions = json.load(open(out / "predict" / "predictions.json"))
+    assert isinstance(predictions, list)
+    assert all({"image_id", "category_id", "bbox", "score"} <= set(p) for p in predictions)
     assert len(list((out / "predict" / "proposals").iterdir())) == 4
     # Proposal recall printed, and FiftyOne got the predictions with the ground truth.
     assert re.search(r"AR@100\s+\d+\.\d\d", _text(_tagged(nb, "proposal-recall")))
