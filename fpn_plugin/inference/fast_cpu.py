@@ -228,8 +228,8 @@ def _trace_backbone(backbone: nn.Module, channels_last: bool) -> torch.jit.Scrip
     if channels_last:
         example = example.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), warnings.catch_warnings():
-        # TorchScript is deprecated in favour of torch.compile/export, but its freeze + oneDNN
-        # fusion is what measured faster here, with no compile step at load time.
+        # TorchScript is deprecated in favour of torch.compile/export; the jit option is kept
+        # for CPUs where its freeze + oneDNN fusion measures faster (no compile step at load).
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(backbone, example, strict=False, check_trace=False)
