@@ -20,7 +20,7 @@ import yaml
 from .device import cpu_has_native_bf16, resolve_device
 
 __all__ = [
-    "DATASETS", "PRECISIONS", "in_colab", "run", "CommandFailed", "write_config", "load_config",
+    "DATASETS", "PRECISIONS", "run", "CommandFailed", "write_config", "load_config",
     "test_images", "test_coco_json", "print_ap_table", "show_images",
 ]
 
@@ -34,11 +34,6 @@ _SUMMARY = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP50_07", "AP50_area")
 
 class CommandFailed(RuntimeError):
     """A command run by :func:`run` exited with an error; the message holds its last lines."""
-
-
-def in_colab() -> bool:
-    """True inside a Google Colab runtime."""
-    return "google.colab" in sys.modules
 
 
 def run(args: Sequence, cwd: Optional[str] = None, tail_lines: int = 40) -> None:
