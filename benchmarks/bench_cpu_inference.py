@@ -19,7 +19,7 @@ the RPN yields its full 1000 proposals and the box head does its real work.
 Fidelity: the match rate is the fraction of the fp32 detections of the *same* trained model
 that a setting reproduces (same class, IoU >= 0.9, one-to-one, greedy by score) on
 ``--match-images`` validation images. Without ``--weights``, a builtin R18-FPN (BN, from
-scratch) is trained for ``--train-iters`` iterations on ``/work/shared/data/facemask_coco``
+scratch) is trained for ``--train-iters`` iterations on ``../shared/data/facemask_coco``
 (or ``--data``) at its small native size, saved, and used. With neither, the match rate is
 measured on the random-weight timing model and labelled so: it is not a valid fidelity test.
 
@@ -60,9 +60,11 @@ from detectron2.utils.events import EventStorage
 
 from fpn_plugin import add_fpn_plugin_config
 from fpn_plugin.checkpoint import PluginCheckpointer
-from fpn_plugin.inference.fast_cpu import cpu_supports_bf16, optimize_for_cpu
+from fpn_plugin.inference.fast_cpu import optimize_for_cpu
+from fpn_plugin.precision import choose_precision, cpu_has_native_bf16
 
-DEFAULT_DATA = "/work/shared/data/facemask_coco"
+# Beside the repository (absent in a user's clone: give --data, or nothing for a synthetic set).
+DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "facemask_coco")
 
 # name -> how to make the setting from an eval-mode fp32 model and calibration inputs (for int8):
 # (model, autocast bf16?)
@@ -138,7 +140,9 @@ def parse_args(argv=None):
             if getattr(args, key) == p.get_default(key):
                 setattr(args, key, value)
         args.bf16 = "off"
-    args.bf16_skipped = args.bf16 == "off" or (args.bf16 == "auto" and not cpu_supports_bf16())
+    args.bf16_skipped = args.bf16 == "off" or (
+        args.bf16 == "auto" and choose_precision("auto", "cpu", setting="--bf16").name != "bf16"
+    )
     if args.bf16_skipped:
         args.settings = [s for s in args.settings if s not in BF16_SETTINGS]
     if "fp32" not in args.settings:
@@ -383,7 +387,7 @@ def main(argv=None) -> int:
     data_ok = (Path(args.data) / "annotations" / "custom_val.json").is_file()
     print(
         f"CPU: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-        f"capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_supports_bf16()}"
+        f"capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_has_native_bf16()}"
     )
 
     label = None

@@ -72,7 +72,8 @@ def _add_engine_keys(_C: CN) -> None:
     _C.SOLVER.EPOCHS = 0.0
     # With EPOCHS: LR decay points in epochs (empty: STEPS keep their fraction of MAX_ITER).
     _C.SOLVER.STEPS_EPOCHS = ()
-    # With SOLVER.AMP.ENABLED: "auto" (fp16 on CUDA, bf16 on CPU), "fp16" or "bf16".
+    # With SOLVER.AMP.ENABLED: "auto" (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32;
+    # fpn_plugin.precision), "fp16", "bf16" or "fp32".
     _C.SOLVER.AMP.PRECISION = "auto"
     # Metric that picks model_best.pth at each evaluation, e.g. "bbox/AP50"; "" = off.
     _C.TEST.BEST_CHECKPOINT = CN()

@@ -1,7 +1,10 @@
-"""Which torch device ``MODEL.DEVICE`` means, with ``auto`` for "CUDA when present"."""
+"""Which torch device ``MODEL.DEVICE`` means, with ``auto`` for "CUDA when present".
+
+(Which precision a device runs in is :mod:`fpn_plugin.precision`'s rule.)
+"""
 import torch
 
-__all__ = ["resolve_device", "cpu_has_native_bf16"]
+__all__ = ["resolve_device"]
 
 
 def resolve_device(device: str) -> str:
@@ -23,14 +26,3 @@ def resolve_device(device: str) -> str:
         )
     return device
 
-
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX), not emulated.
-
-    Emulated bf16 is several to hundreds of times slower than fp32, so bf16 on the CPU is
-    worth it only where this is True.
-    """
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return False

@@ -12,7 +12,8 @@ import sys
 import torch
 
 from . import compat
-from .device import cpu_has_native_bf16, resolve_device
+from .device import resolve_device
+from . import precision
 
 __all__ = ["collect", "detectron2_origin"]
 
@@ -46,12 +47,15 @@ def detectron2_origin() -> str:
 
 
 def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-    except (OSError, StopIteration):
+    flags = precision.cpu_flags()
+    if not flags:
         return "unknown (no /proc/cpuinfo)"
     return " ".join(flag for flag in _CPU_FLAGS if flag in flags) or "none of " + " ".join(_CPU_FLAGS)
+
+
+def _auto_precision(device: str) -> str:
+    choice = precision.choose_precision("auto", device, setting="auto")
+    return f"{choice.name} ({choice.reason})"
 
 
 def collect() -> list:
@@ -78,7 +82,8 @@ def collect() -> list:
         ("MODEL.DEVICE auto", resolve_device("auto")),
         ("CPU", f"{os.cpu_count()} cores, flags: {_cpu_flags()}"),
         ("torch CPU capability", torch.backends.cpu.get_cpu_capability()),
-        ("bf16 on CPU", "native" if cpu_has_native_bf16() else "emulated (slower than fp32)"),
+        ("bf16 on CPU", "native" if precision.cpu_has_native_bf16() else "emulated (slower than fp32)"),
+        ("precision auto", _auto_precision(resolve_device("auto"))),
     ]
     return rows
 

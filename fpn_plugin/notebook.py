@@ -17,7 +17,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import yaml
 
-from .device import cpu_has_native_bf16, resolve_device
+from .device import resolve_device
+from .precision import PRECISIONS, choose_precision
 
 __all__ = [
     "DATASETS", "PRECISIONS", "run", "CommandFailed", "write_config", "load_config",
@@ -26,7 +27,6 @@ __all__ = [
 
 # What the notebook's DATASET parameter may be.
 DATASETS = ("config", "shapes", "coco", "voc", "own")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 # Summary metrics of each evaluator, in the order printed; per-class keys contain "-".
 _SUMMARY = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP50_07", "AP50_area")
@@ -144,18 +144,10 @@ def _schedule_keys(base, iterations: int) -> dict:
 
 
 def _precision_keys(precision: str, device: str) -> dict:
-    if precision not in PRECISIONS:
-        raise ValueError(f"PRECISION is {precision!r}; choose one of {list(PRECISIONS)}.")
-    on_cuda = device.startswith("cuda")
-    if precision == "auto":
-        # fp16 with loss scaling on a GPU; bf16 on a CPU only where it is native (AMX,
-        # AVX512-BF16): emulated bf16 is many times slower than fp32.
-        precision = "fp16" if on_cuda else ("bf16" if cpu_has_native_bf16() else "fp32")
-    if precision == "fp16" and not on_cuda:
-        raise ValueError("PRECISION 'fp16' needs a CUDA GPU; on a CPU use 'bf16' or 'fp32'.")
-    if precision == "fp32":
+    name = choose_precision(precision, device, setting="PRECISION").name
+    if name == "fp32":
         return {"SOLVER.AMP.ENABLED": False}
-    return {"SOLVER.AMP.ENABLED": True, "SOLVER.AMP.PRECISION": precision}
+    return {"SOLVER.AMP.ENABLED": True, "SOLVER.AMP.PRECISION": name}
 
 
 def _nested(flat: Dict[str, object]) -> dict:

@@ -1,11 +1,13 @@
 """fpn_plugin.notebook: the config the notebook writes, its errors, the AP table and run()."""
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 from fpn_plugin import notebook as nb
+from fpn_plugin import precision
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = str(ROOT / "configs" / "shapes_r18_fpn.yaml")
@@ -57,11 +59,18 @@ def test_dataset_choices(tmp_path):
         nb.write_config(str(tmp_path), SHAPES, dataset="own", data_dir=str(tmp_path))
 
 
-def test_precision_choices(tmp_path):
-    with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
+@pytest.mark.parametrize("native", [False, True])
+def test_precision_choices_follow_the_policy(tmp_path, monkeypatch, native):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    with pytest.raises(ValueError, match="PRECISION 'fp16' needs CUDA, but the device is 'cpu'"):
         nb.write_config(str(tmp_path), SHAPES, precision="fp16", device="cpu")
-    cfg = nb.load_config(nb.write_config(str(tmp_path), SHAPES, precision="bf16", device="cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # forced bf16 where it is emulated
+        cfg = nb.load_config(nb.write_config(str(tmp_path), SHAPES, precision="bf16", device="cpu"))
     assert cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.PRECISION == "bf16"
+    auto = nb._precision_keys("auto", "cpu")
+    assert auto == ({"SOLVER.AMP.ENABLED": True, "SOLVER.AMP.PRECISION": "bf16"} if native
+                    else {"SOLVER.AMP.ENABLED": False})
     cuda = nb._precision_keys("auto", "cuda")
     assert cuda == {"SOLVER.AMP.ENABLED": True, "SOLVER.AMP.PRECISION": "fp16"}
 

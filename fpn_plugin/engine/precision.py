@@ -7,9 +7,9 @@ import contextlib
 
 import torch
 
-from ..device import cpu_has_native_bf16 as cpu_bf16_is_native
+from ..precision import choose_precision
 
-__all__ = ["Precision", "resolve_precision", "cpu_bf16_is_native"]
+__all__ = ["Precision", "resolve_precision"]
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -17,31 +17,15 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 def resolve_precision(cfg, device: str) -> str:
     """Return "fp32", "fp16" or "bf16" from ``SOLVER.AMP`` for a resolved device.
 
+    ``SOLVER.AMP.ENABLED False`` is fp32; otherwise ``SOLVER.AMP.PRECISION`` goes through the
+    project's one policy (:func:`fpn_plugin.precision.choose_precision`).
+
     Raises:
         ValueError: a precision the device cannot train in, with the key to change.
     """
     if not cfg.SOLVER.AMP.ENABLED:
         return "fp32"
-    device_type = torch.device(device).type
-    name = cfg.SOLVER.AMP.PRECISION
-    if name == "auto":
-        return "fp16" if device_type == "cuda" else "bf16"
-    if name not in ("fp16", "bf16"):
-        raise ValueError(
-            f"SOLVER.AMP.PRECISION is {name!r}; choose 'auto', 'fp16' or 'bf16' "
-            "(or set SOLVER.AMP.ENABLED False for fp32)."
-        )
-    if name == "fp16" and device_type != "cuda":
-        raise ValueError(
-            f"SOLVER.AMP.PRECISION 'fp16' needs CUDA, but MODEL.DEVICE resolves to {device!r}. "
-            "Use 'bf16' (or 'auto') for mixed precision on CPU."
-        )
-    if name == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(
-            f"SOLVER.AMP.PRECISION 'bf16' on {torch.cuda.get_device_name()}, which has no bf16 "
-            "support. Use 'fp16' (or 'auto')."
-        )
-    return name
+    return choose_precision(cfg.SOLVER.AMP.PRECISION, device, setting="SOLVER.AMP.PRECISION").name
 
 
 class Precision:

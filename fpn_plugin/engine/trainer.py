@@ -18,7 +18,7 @@ from ..device import resolve_device
 from . import hooks
 from .checkpointer import AtomicPluginCheckpointer
 from .data import build_resumable_train_loader
-from .precision import Precision, cpu_bf16_is_native, resolve_precision
+from .precision import Precision, resolve_precision
 from .rng import get_rng_state, preserve_rng_state, set_rng_state
 from .schedule import apply_epochs, format_table, scale_schedule
 from .train_loop import AccumulatingTrainer, NonFiniteLossError
@@ -50,7 +50,7 @@ class Trainer(DefaultTrainer):
     - the schedule scaled from ``SOLVER.REFERENCE_BATCH_SIZE`` to the batch used
       (processes x ``SOLVER.IMS_PER_DEVICE`` x ``SOLVER.ACCUMULATION_STEPS``), and
       ``SOLVER.EPOCHS``; both printed at start;
-    - gradient accumulation and mixed precision (``SOLVER.AMP``: fp16 on CUDA, bf16 on CPU);
+    - gradient accumulation and mixed precision (``SOLVER.AMP``, resolved by :mod:`fpn_plugin.precision`);
     - a divergence guard (:class:`TrainingDivergedError`);
     - ``TEST.BEST_CHECKPOINT``, ``TEST.EARLY_STOPPING``, ``TEST.VAL_LOSS``, ``TEST.PLOTS``;
     - exact resume: optimizer, scheduler (any torch scheduler), grad scaler, iteration, random
@@ -90,12 +90,6 @@ class Trainer(DefaultTrainer):
         model = self.wrap_model(cfg, model)
         self.precision = Precision(resolve_precision(cfg, cfg.MODEL.DEVICE), cfg.MODEL.DEVICE)
         logger.info(f"Training on {cfg.MODEL.DEVICE} in {self.precision.name}.")
-        if self.precision.name == "bf16" and self.precision.device_type == "cpu" and not cpu_bf16_is_native():
-            logger.warning(
-                "SOLVER.AMP: bf16 on a CPU without native bf16 (no avx512_bf16/AMX; see "
-                "`python -m fpn_plugin.env`) is emulated and much slower than fp32 (5.8x the fp32 step time in "
-                "benchmarks/bench_bf16_train.py on an AVX2 CPU). Set SOLVER.AMP.ENABLED False here."
-            )
         self._trainer = AccumulatingTrainer(
             model, data_loader, optimizer, cfg.SOLVER.ACCUMULATION_STEPS, self.precision
         )
@@ -259,9 +253,10 @@ class Trainer(DefaultTrainer):
         )
 
     def state_dict(self):
-        ret = super().state_dict()
-        # detectron2 0.6's DefaultTrainer saves no optimizer state; git main saves it as
-        # "_trainer", which is reused here.
+        # TrainerBase's, not DefaultTrainer's: detectron2 0.6's DefaultTrainer saves no
+        # optimizer state, git main's saves and loads it as "_trainer" (and fails on a
+        # checkpoint without it); the same key is written and read here on both.
+        ret = TrainerBase.state_dict(self)
         ret["_trainer"] = self._trainer.state_dict()
         ret["rng"] = get_rng_state()
         if self.train_sampler is not None:
@@ -269,7 +264,7 @@ class Trainer(DefaultTrainer):
         return ret
 
     def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
+        TrainerBase.load_state_dict(self, state_dict)
         if "_trainer" in state_dict:
             self._trainer.load_state_dict(state_dict["_trainer"])
         else:

@@ -43,14 +43,11 @@
   Quantizing the whole backbone and FPN too (FX graph mode, x86 backend) measured 0.62x
   against 0.83x for fold + NHWC, but matched only 85 % of the fp32 detections (69 of 81 on 80
   facemask images; 73 % with 8-bit activations, saturating without VNNI), so it is not here.
-- ``bf16``: the backbone under bf16 autocast. Fast only on CPUs with native bf16 (avx512_bf16,
-  AMX); elsewhere oneDNN runs a reference kernel, far slower than fp32. ``"auto"`` uses it only where
-  supported; ``True`` forces it and warns where it is emulated. Its detections differ from
-  fp32 by bf16 rounding: measure the match rate (``benchmarks/bench_cpu_inference.py``).
-
-What measured faster on which CPU is in that benchmark's table. On the 2-core AVX2 CPU without
-bf16 where this was written, a bf16 3x3 convolution measured ~30-280x *slower* than fp32
-(oneDNN's reference kernel), hence ``"auto"`` and the warning.
+- ``bf16`` (off by default): the backbone under bf16 autocast, eager (not with ``jit`` or
+  ``compile``). Fast only on CPUs with native bf16 (avx512_bf16, AMX). ``"auto"`` follows
+  :func:`fpn_plugin.precision.choose_precision` (bf16 only where it is native); ``True`` forces
+  it, with the policy's warning where it is emulated. Its detections differ from fp32 by bf16
+  rounding: measure the match rate (``benchmarks/bench_cpu_inference.py``).
 """
 import copy
 import logging
@@ -62,10 +59,10 @@ from torch import nn
 
 from detectron2.layers import FrozenBatchNorm2d
 
-from ..device import cpu_has_native_bf16 as cpu_supports_bf16
+from ..precision import choose_precision
 
 __all__ = [
-    "optimize_for_cpu", "fold_conv_norm", "fold_batch_norms", "cpu_supports_bf16", "FastBackbone",
+    "optimize_for_cpu", "fold_conv_norm", "fold_batch_norms", "FastBackbone",
     "Int8ConvReLU",
 ]
 
@@ -331,27 +328,19 @@ def _quantize_rpn_conv(model: nn.Module, calibration: Sequence[dict]) -> None:
 
 
 def _resolve_bf16(bf16: Union[bool, str]) -> bool:
-    supported = cpu_supports_bf16()
     if bf16 == "auto":
-        return supported
+        return choose_precision("auto", "cpu", setting="optimize_for_cpu(bf16)").name == "bf16"
     if not isinstance(bf16, bool):
         raise ValueError(f"bf16 must be True, False or 'auto', got {bf16!r}")
-    if bf16 and not supported:
-        warnings.warn(
-            "bf16 on a CPU without native bf16 (no avx512_bf16 or AMX; see `python -m "
-            "fpn_plugin.env`): oneDNN falls back to a reference bf16 convolution, tens to "
-            "hundreds of times slower than fp32 here. Use "
-            "bf16='auto' (or drop --bf16) to keep fp32 on this CPU.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    if bf16:
+        choose_precision("bf16", "cpu", setting="optimize_for_cpu(bf16)")  # warns where emulated
     return bf16
 
 
 def optimize_for_cpu(
     model: nn.Module,
     *,
-    bf16: Union[bool, str] = "auto",
+    bf16: Union[bool, str] = False,
     fold_bn: bool = True,
     channels_last: bool = True,
     jit: bool = False,
@@ -363,11 +352,12 @@ def optimize_for_cpu(
 
     Args:
         model: a model in eval mode, on the CPU, with a ``backbone`` attribute.
-        bf16: True, False or "auto" (only on CPUs with native bf16); see the module doc.
+        bf16: False (default: fp32, the plain model's detections up to fp32 rounding), True,
+            or "auto" (bf16 only on CPUs with native bf16); see the module doc.
         fold_bn: fold eval-mode norms into the convolutions before them (whole model).
         channels_last: run the backbone in NHWC order.
-        jit: trace and freeze the backbone and RPN head with TorchScript (fp32 only; with
-            bf16 the backbone stays eager under autocast). Measured no faster, so off.
+        jit: trace and freeze the backbone and RPN head with TorchScript (fp32 only: with
+            bf16 it is an error). Measured no faster, so off.
         compile: ``torch.compile`` the backbone and RPN head with inductor's freezing (fp32
             only, like ``jit``; compiles at the first forward): False; True (torch's default:
             static for the first padded size, one recompile with symbolic sizes once another
@@ -403,6 +393,12 @@ def optimize_for_cpu(
     use_compile = _resolve_compile(compile)
     if jit and use_compile:
         raise ValueError("jit and compile are alternatives: choose one")
+    if use_bf16 and (jit or use_compile):
+        # The trace and the compiled graph are fp32; under autocast they would silently not run.
+        raise ValueError(
+            f"jit and compile run the backbone in fp32 only, but bf16 is on (bf16={bf16!r}): "
+            "choose bf16=False for jit/compile, or drop jit/compile for bf16"
+        )
     if jit and int8_rpn is not None:
         raise ValueError("int8_rpn does not work with jit")
     if not inplace:
@@ -418,9 +414,9 @@ def optimize_for_cpu(
     if channels_last:
         backbone.to(memory_format=torch.channels_last)
     body = None
-    if jit and not use_bf16:
+    if jit:
         body = _trace_backbone(backbone, channels_last)
-    elif use_compile and not use_bf16:
+    elif use_compile:
         body = _compile(backbone, _COMPILE_DYNAMIC[compile])
     model.backbone = FastBackbone(backbone, body, channels_last, use_bf16)
     rpn_head = getattr(getattr(model, "proposal_generator", None), "rpn_head", None)
@@ -429,9 +425,9 @@ def optimize_for_cpu(
             rpn_head.to(memory_format=torch.channels_last)
         if int8_rpn is not None:
             _quantize_rpn_conv(model, int8_rpn)
-        elif jit and not use_bf16:
+        elif jit:
             model.proposal_generator.rpn_head = _trace_rpn_head(model, channels_last)
-        elif use_compile and not use_bf16:
+        elif use_compile:
             model.proposal_generator.rpn_head = _compile(rpn_head, _COMPILE_DYNAMIC[compile])
     elif int8_rpn is not None:
         raise ValueError("int8_rpn needs a model with an RPN (proposal_generator.rpn_head)")

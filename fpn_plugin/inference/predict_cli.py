@@ -20,6 +20,7 @@ from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
 from ..config import add_fpn_plugin_config
+from ..precision import PRECISIONS
 from .images import ImageLoadError, load_image
 from .inputs import expand_inputs
 from .predictor import Predictor
@@ -42,10 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-detections", type=int, default=100, help="keep at most this many per image")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'...")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast: faster only on GPUs and CPUs with native bf16 (AVX512-BF16, AMX); warns where it is emulated")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default: the evaluator's detections), or reduced precision under "
+                        "autocast: 'auto' (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), "
+                        "'bf16' (warns where the CPU emulates it), 'fp16' (CUDA)")
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                   help="the same as --precision bf16")
     p.add_argument("--fast-cpu", action="store_true",
-                   help="CPU fast path: norms folded into convs, NHWC, TorchScript-frozen backbone "
-                        "(same detections up to fp32 rounding); with --bf16 also bf16 in the backbone")
+                   help="CPU fast path: norms folded into convs, NHWC "
+                        "(same detections up to fp32 rounding); with bf16 also bf16 in the backbone")
     p.add_argument("--coco-gt", help="COCO ground-truth JSON: take image and category ids from it")
     p.add_argument("--no-vis", action="store_true", help="write predictions.json only")
     p.add_argument("--fiftyone", metavar="NAME",
@@ -208,7 +214,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     inputs = expand_inputs(args.input)
     try:
-        predictor = Predictor(_setup_cfg(args), args.batch_size, "bf16" if args.bf16 else "fp32", fast_cpu=args.fast_cpu)
+        predictor = Predictor(_setup_cfg(args), args.batch_size, args.precision, fast_cpu=args.fast_cpu)
     except ValueError as e:  # e.g. --fast-cpu with a CUDA device
         print(f"predict.py: {e}", file=sys.stderr)
         return 2

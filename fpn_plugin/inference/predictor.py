@@ -1,6 +1,5 @@
 """``Predictor``: what detectron2's ``DefaultPredictor`` does, for batches and any image input."""
 import logging
-import warnings
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -11,7 +10,8 @@ from detectron2.modeling import build_model
 
 from ..checkpoint import PluginCheckpointer
 from ..checkpoint.metadata import class_names_from_checkpoint
-from ..device import cpu_has_native_bf16, resolve_device
+from ..device import resolve_device
+from ..precision import choose_precision
 from .images import load_image
 
 __all__ = ["Predictor"]
@@ -56,9 +56,19 @@ class Predictor:
     """
 
     def __init__(self, cfg, batch_size: int = 1, precision: str = "fp32", fast_cpu: bool = False):
+        """
+        Args:
+            cfg: a config with the fpn_plugin keys.
+            batch_size: images per forward pass.
+            precision: "fp32" (default: the evaluator's detections), "auto", "bf16" or "fp16"
+                (see :func:`fpn_plugin.precision.choose_precision`).
+            fast_cpu: run the CPU fast form of the model.
+        """
         self.cfg = cfg.clone()  # the model may modify it
         self.cfg.defrost()
         self.cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
+        # "auto", "fp32", "fp16" or "bf16", resolved by the project's one policy.
+        self.precision = choose_precision(precision, self.cfg.MODEL.DEVICE, setting="Predictor precision").name
         self.model = build_model(self.cfg)
         self.model.eval()
         checkpointer = PluginCheckpointer.from_config(self.cfg, self.model)  # honours FORMAT_CHECK
@@ -70,15 +80,6 @@ class Predictor:
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for prediction, got {cfg.INPUT.FORMAT!r}")
         self.input_format = cfg.INPUT.FORMAT
-        if precision not in _AUTOCAST_DTYPES:
-            raise ValueError(f"precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {precision!r}")
-        self.precision = precision
-        on_cpu = torch.device(self.cfg.MODEL.DEVICE).type == "cpu"
-        if precision == "bf16" and on_cpu and not cpu_has_native_bf16():
-            warnings.warn(
-                "bf16 on this CPU is emulated (no AVX512-BF16/AMX) and many times slower than "
-                "fp32; use precision 'fp32' (and fast_cpu=True) here", RuntimeWarning, stacklevel=2
-            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -87,14 +88,12 @@ class Predictor:
             self._make_fast()
 
     def _make_fast(self) -> None:
-        # The CPU fast path (fast_cpu.py): norms folded, NHWC, the backbone frozen by TorchScript;
-        # with precision "bf16" its backbone under bf16 (it warns on CPUs that emulate bf16).
+        # The CPU fast path (fast_cpu.py): norms folded, NHWC; with precision "bf16" its
+        # backbone under bf16.
         from .fast_cpu import optimize_for_cpu
 
         if torch.device(self.cfg.MODEL.DEVICE).type != "cpu":
             raise ValueError(f"fast_cpu is for MODEL.DEVICE cpu, got {self.cfg.MODEL.DEVICE!r}: drop fast_cpu on a GPU")
-        if self.precision == "fp16":
-            raise ValueError("fast_cpu runs fp32 or bf16; fp16 is for CUDA")
         self.model = optimize_for_cpu(self.model, bf16=self.precision == "bf16", inplace=True)
 
     def model_input(self, rgb: np.ndarray) -> dict:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-# /work/shared/data when the project is /work/main: beside the project, absent in a user's clone.
+# ../shared/data beside the repository: absent in a user's clone.
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 VOC_SUBSET = SHARED_DATA / "voc2007_subset" / "VOCdevkit" / "VOC2007"
 FACEMASK = SHARED_DATA / "facemask_coco"

@@ -56,7 +56,7 @@ def tiny_cfg(output_dir: str, train: str, max_iter: int = 4):
     add_fpn_plugin_config(cfg)
     cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
     cfg.merge_from_list([
-        "MODEL.DEVICE", "auto",
+        "MODEL.DEVICE", "cpu",  # pinned: gloo launches, bf16 and exact resume are CPU tests
         "MODEL.WEIGHTS", "",
         "MODEL.RESNETS.DEPTH", 18,
         "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,

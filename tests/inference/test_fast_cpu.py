@@ -12,6 +12,7 @@ from torch import nn
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
+from fpn_plugin import precision
 from fpn_plugin.inference import Predictor
 from fpn_plugin.inference import fast_cpu
 from fpn_plugin.inference.fast_cpu import (
@@ -226,7 +227,7 @@ def test_predictor_fast_cpu_gives_the_same_detections(tiny_detector):
 
 def test_predictor_fast_cpu_refuses_fp16(tiny_detector):
     cfg, _ = tiny_detector
-    with pytest.raises(ValueError, match="fast_cpu runs fp32 or bf16"):
+    with pytest.raises(ValueError, match="Predictor precision 'fp16' needs CUDA, but the device is 'cpu'"):
         Predictor(cfg, precision="fp16", fast_cpu=True)
 
 
@@ -253,13 +254,19 @@ def test_predict_py_fast_cpu_writes_the_same_predictions(tiny_detector, tmp_path
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-2)
 
 
+def test_the_default_is_fp32_on_every_cpu(monkeypatch):
+    # The default must not change detections beyond fp32 rounding, whatever the CPU has.
+    for native in (False, True):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+        assert not optimize_for_cpu(_tiny_model()).backbone.bf16
+
+
 def test_bf16_on_a_cpu_without_native_bf16_warns_and_auto_keeps_fp32(monkeypatch):
-    monkeypatch.setattr(fast_cpu, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     model = _tiny_model()
-    with pytest.warns(RuntimeWarning, match="slower than fp32 here"):
+    with pytest.warns(RuntimeWarning, match="oneDNN emulates it, far slower than fp32"):
         forced = optimize_for_cpu(model, bf16=True)
-    # Eager under autocast: the TorchScript trace is fp32 only.
-    assert forced.backbone.bf16 and forced.backbone.body is forced.backbone.original
+    assert forced.backbone.bf16 and forced.backbone.body is forced.backbone.original  # eager
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         auto = optimize_for_cpu(model, bf16="auto")
@@ -272,11 +279,35 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_and_auto_keeps_fp32(monkeypatch
 
 
 def test_bf16_auto_is_used_where_the_cpu_has_it(monkeypatch):
-    monkeypatch.setattr(fast_cpu, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         fast = optimize_for_cpu(_tiny_model(), bf16="auto")
     assert fast.backbone.bf16
+
+
+def test_bf16_auto_on_this_host_follows_the_real_check():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # "auto" never picks emulated bf16
+        fast = optimize_for_cpu(_tiny_model(), bf16="auto")
+    assert fast.backbone.bf16 == precision.cpu_has_native_bf16()
+
+
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("option", [{"jit": True}, {"compile": "static"}])
+def test_jit_and_compile_with_bf16_are_refused_not_skipped(monkeypatch, native, option):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    model = _tiny_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the emulated-bf16 warning
+        with pytest.raises(ValueError, match="jit and compile run the backbone in fp32 only"):
+            optimize_for_cpu(model, bf16=True, **option)
+    if native:  # "auto" means bf16 here, so the same refusal
+        with pytest.raises(ValueError, match="bf16 is on \\(bf16='auto'\\)"):
+            optimize_for_cpu(model, bf16="auto", **option)
+    else:  # "auto" means fp32 here: jit/compile apply
+        fast = optimize_for_cpu(model, bf16="auto", **option)
+        assert fast.backbone.body is not fast.backbone.original
 
 
 def test_fast_cpu_on_a_gpu_device_is_refused(tiny_detector):
