@@ -43,6 +43,10 @@ def _add_backbone_keys(_C: CN) -> None:
     # "error" (raise), "warn" (log a warning and load anyway) or "off" (no check).
     _C.MODEL.PLUGIN_WEIGHTS = CN()
     _C.MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK = "error"
+    # Weight files (.pkl, .pth) are read without running code: one that asks for anything but
+    # arrays, tensors, numbers, strings and containers is refused (fpn_plugin.checkpoint.safe_load).
+    # True loads such a file with plain pickle, with a warning in the log: trusted files only.
+    _C.MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE = False
 
 
 def _add_vgg_keys(_C: CN) -> None:

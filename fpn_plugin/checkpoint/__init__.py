@@ -1,5 +1,5 @@
 """Loading weights in every format users bring (torchvision, Caffe, detectron2 model zoo)."""
-from . import torchvision_urls
+from . import safe_load, torchvision_urls
 from .checkpointer import (  # noqa: F401
     MSRA_FORMAT,
     TORCHVISION_FORMAT,
@@ -8,6 +8,9 @@ from .checkpointer import (  # noqa: F401
     PixelFormatMismatchError,
     PluginCheckpointer,
 )
+from .safe_load import UnsafeWeightsError  # noqa: F401
 
 # `torchvision://NAME` in MODEL.WEIGHTS, for any detectron2 PathManager user.
 torchvision_urls.register()
+# detectron2 0.6 and main read .pkl with plain pickle.load: DetectionCheckpointer now reads safely.
+safe_load.install()

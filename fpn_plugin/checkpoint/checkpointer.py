@@ -16,6 +16,10 @@ Unlike detectron2, which only warns, every weight of the pretrained part must be
 of another depth or architecture, or a classifier head alone, raises
 :class:`CheckpointMismatchError` saying what does not match. The pixel format, mean and std and
 the stride placement the weights were trained with are checked against the model's config.
+
+Files are read by :mod:`fpn_plugin.checkpoint.safe_load`: a ``.pkl`` or ``.pth`` that asks for
+anything but weights (a pickle calling ``os.system``, say) is refused before any of it runs,
+unless ``MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE`` says the file is trusted.
 """
 import logging
 from dataclasses import dataclass
@@ -25,7 +29,7 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from . import torchvision_urls
+from . import safe_load, torchvision_urls
 from .resnet_formats import (
     CheckpointMismatchError,
     caffe2_resnet_to_torchvision,
@@ -92,12 +96,16 @@ class PluginCheckpointer(DetectionCheckpointer):
         PluginCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
     """
 
-    def __init__(self, model, save_dir: str = "", *, format_check: str = "error", **kwargs):
+    def __init__(self, model, save_dir: str = "", *, format_check: str = "error",
+                 allow_unsafe_pickle: bool = False, **kwargs):
         """
         Args:
             model, save_dir, kwargs: as for ``DetectionCheckpointer``.
             format_check: "error", "warn" or "off": what a mismatch between the pixel format the
                 weights expect and the model's config does (``MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK``).
+            allow_unsafe_pickle: load files that ask for more than weights with plain pickle
+                (logged) instead of refusing them (``MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE``);
+                only for trusted files.
         """
         if format_check not in _CHECKS:
             raise ValueError(
@@ -105,12 +113,16 @@ class PluginCheckpointer(DetectionCheckpointer):
             )
         super().__init__(model, save_dir, **kwargs)
         self.format_check = format_check
+        self.allow_unsafe_pickle = bool(allow_unsafe_pickle)
         torchvision_urls.register()
 
     @classmethod
     def from_config(cls, cfg, model, save_dir: str = "", **kwargs) -> "PluginCheckpointer":
-        """A checkpointer for ``model`` with ``MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK`` from ``cfg``."""
-        return cls(model, save_dir, format_check=cfg.MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK, **kwargs)
+        """A checkpointer for ``model`` with ``MODEL.PLUGIN_WEIGHTS.{FORMAT_CHECK,
+        ALLOW_UNSAFE_PICKLE}`` from ``cfg``."""
+        keys = cfg.MODEL.PLUGIN_WEIGHTS
+        return cls(model, save_dir, format_check=keys.FORMAT_CHECK,
+                   allow_unsafe_pickle=keys.ALLOW_UNSAFE_PICKLE, **kwargs)
 
     # ------------------------------------------------------------------------------------------
     def _load_model(self, checkpoint):
@@ -164,7 +176,7 @@ class PluginCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename):
         # The VGG16 flavours (torchvision / Caffe) differ only by file name: remember it.
         self._loaded_file = filename
-        return super()._load_file(filename)
+        return safe_load.load_checkpoint_file(self, filename)
 
     def _convert_vgg16(self, state, model_state) -> Tuple[Dict[str, torch.Tensor], PixelFormat]:
         try:
