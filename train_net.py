@@ -31,7 +31,13 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    parser.add_argument("--allow-unsafe-pickle", action="store_true",
+                        help="load a trusted weights file even if it asks to run code (refused by "
+                             "default): the same as MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE True")
+    args = parser.parse_args()
+    if args.allow_unsafe_pickle:
+        args.opts = list(args.opts) + ["MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE", "True"]
     print("Command Line Args:", args)
     launch(
         main,

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Run a trained detector on new images or videos.")
     p.add_argument("--config-file", required=True, help="the config the model was trained with")
     p.add_argument("--weights", help="checkpoint to load (default: MODEL.WEIGHTS of the config)")
+    p.add_argument("--allow-unsafe-pickle", action="store_true",
+                   help="load a trusted weights file even if it asks to run code (refused by default; "
+                        "MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE True)")
     p.add_argument("--input", nargs="+", required=True, help="image files, folders, glob patterns or videos")
     p.add_argument("--output", default="output/predict", help="folder for visualisations and predictions.json")
     p.add_argument("--score-threshold", type=float, default=0.5, help="drop detections scored below this")
@@ -70,6 +73,8 @@ def _setup_cfg(args):
     cfg.merge_from_list(args.opts)
     if args.weights:
         cfg.MODEL.WEIGHTS = args.weights
+    if args.allow_unsafe_pickle:
+        cfg.MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE = True
     cfg.MODEL.DEVICE = args.device
     cfg.freeze()
     return cfg
