@@ -70,6 +70,25 @@ def draw_proposals(rgb: np.ndarray, proposals, top_k: int = 20) -> np.ndarray:
     return Visualizer(rgb).overlay_instances(boxes=boxes).get_image()
 
 
+class _ProposalRecallEvaluator(COCOEvaluator):
+    """``COCOEvaluator`` whose proposal recall also works on datasets with string image ids.
+
+    detectron2 (0.6 and main) passes each image id bare to pycocotools' ``getAnnIds``, which
+    reads a string id ("000001", as VOC's) as a list of characters and finds no ground truth:
+    every AR is NaN. This evaluator's ground truth takes a bare string id as one id.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if getattr(self, "_do_evaluation", True) and hasattr(self, "_coco_api"):
+            get_ann_ids = self._coco_api.getAnnIds
+
+            def one_string_id(imgIds=(), **kwargs):
+                return get_ann_ids(imgIds=[imgIds] if isinstance(imgIds, str) else imgIds, **kwargs)
+
+            self._coco_api.getAnnIds = one_string_id
+
+
 def proposal_recall(cfg, dataset_name: str, output_dir: Optional[str] = None) -> dict:
     """AR@100 and AR@1000, overall and for small/medium/large objects, on a registered dataset.
 
@@ -90,7 +109,9 @@ def proposal_recall(cfg, dataset_name: str, output_dir: Optional[str] = None) ->
     # The loader first: it loads the dataset, which writes generated data's JSON (the shapes)
     # that the evaluator then opens.
     loader = build_detection_test_loader(cfg, dataset_name)
-    evaluator = COCOEvaluator(dataset_name, output_dir=output_dir, use_fast_impl=has_compiled_ops())
+    evaluator = _ProposalRecallEvaluator(
+        dataset_name, output_dir=output_dir, use_fast_impl=has_compiled_ops()
+    )
     results = inference_on_dataset(model, loader, evaluator)
     return results["box_proposals"]
 

@@ -69,3 +69,49 @@ def test_voc_subset_perfect_predictions_give_100():
     assert res["AP"] == pytest.approx(100.0)  # exact boxes match at every IoU threshold
     # Detections of difficult objects are ignored, not counted as false positives.
     assert with_difficult["AP50_area"] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("dataset", ["voc2007_subset val", "facemask_coco val"])
+def test_ground_truth_proposals_recall_100_on_the_shared_data(tmp_path, dataset):
+    import pickle
+
+    import numpy as np
+
+    from fpn_plugin.inference.proposals import proposal_recall
+    from inference.conftest import tiny_cfg
+
+    if dataset.startswith("voc"):
+        if not (VOC / "Annotations").is_dir():
+            pytest.skip(f"the shared VOC2007 subset is not at {VOC} (only on the dev machine)")
+        spec = {"FORMAT": "vocdevkit", "DIR": str(VOC), "SPLIT": "val", "YEAR": 2007}
+    else:
+        if not (FACEMASK / "annotations" / "custom_val.json").is_file():
+            pytest.skip(f"the shared facemask COCO dataset is not at {FACEMASK} (only on the dev machine)")
+        spec = {"FORMAT": "coco", "JSON": str(FACEMASK / "annotations" / "custom_val.json"),
+                "IMAGES": str(FACEMASK / "val2017")}
+    name = f"proposals_{uuid.uuid4().hex[:6]}"
+    register_custom_dataset(name, spec)
+    try:
+        dicts = DatasetCatalog.get(name)[:12]
+        DatasetCatalog.remove(name)
+        DatasetCatalog.register(name, lambda: dicts)
+        # Precomputed proposals (detectron2's file format) that are the ground-truth boxes.
+        proposal_file = tmp_path / "proposals.pkl"
+        boxes = [np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+                           for a in d["annotations"]], np.float32).reshape(-1, 4) for d in dicts]
+        with open(proposal_file, "wb") as f:
+            pickle.dump({"ids": [d["image_id"] for d in dicts], "boxes": boxes,
+                         "objectness_logits": [np.ones(len(b), np.float32) for b in boxes],
+                         "bbox_mode": BoxMode.XYXY_ABS}, f)
+        cfg = tiny_cfg()
+        cfg.MODEL.LOAD_PROPOSALS = True
+        cfg.MODEL.PROPOSAL_GENERATOR.NAME = "PrecomputedProposals"
+        cfg.DATASETS.TEST = (name,)
+        cfg.DATASETS.PROPOSAL_FILES_TEST = (str(proposal_file),)
+        cfg.DATALOADER.NUM_WORKERS = 0
+        recall = proposal_recall(cfg, name, output_dir=str(tmp_path / "eval"))
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert isinstance(dicts[0]["image_id"], str) == dataset.startswith("voc")
+    assert recall["AR@100"] == pytest.approx(100.0) and recall["AR@1000"] == pytest.approx(100.0)

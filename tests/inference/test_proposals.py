@@ -12,7 +12,7 @@ from fpn_plugin.inference.proposals import ProposalsOnly, draw_proposals, propos
 from .conftest import CLASS_NAMES, tiny_cfg
 
 
-def _dataset(tmp_path):
+def _dataset(tmp_path, string_ids=False):
     from PIL import Image
 
     records, rng = [], np.random.default_rng(0)
@@ -22,16 +22,18 @@ def _dataset(tmp_path):
         # Small, medium and large objects (COCO's 32 and 96 pixel limits).
         boxes = [[5, 5, 25, 25], [30, 20, 90, 80], [10, 5, 150, 115]][: i + 1]
         records.append({
-            "file_name": str(path), "image_id": i, "height": 120, "width": 160,
+            "file_name": str(path), "image_id": f"{i:06d}" if string_ids else i,
+            "height": 120, "width": 160,
             "annotations": [{"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 0} for b in boxes],
         })
     return records
 
 
-@pytest.fixture
-def gt_proposal_setup(tmp_path):
+@pytest.fixture(params=["int ids", "string ids"])
+def gt_proposal_setup(tmp_path, request):
+    # String image ids as VOC has ("000001"): pycocotools once read them as lists of characters.
     name = f"proposal_test_{tmp_path.name}"
-    records = _dataset(tmp_path)
+    records = _dataset(tmp_path, string_ids=request.param == "string ids")
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(thing_classes=CLASS_NAMES)
     # Precomputed proposals in detectron2's file format: exactly the ground-truth boxes.
@@ -57,6 +59,9 @@ def test_recall_of_ground_truth_proposals_is_one(gt_proposal_setup, tmp_path):
     cfg, name = gt_proposal_setup
     recall = proposal_recall(cfg, name, output_dir=str(tmp_path / "eval"))
     assert recall["AR@100"] == pytest.approx(100.0)
+    with open(tmp_path / "eval" / "box_proposals.pkl", "rb") as f:  # reusable as a proposals file
+        saved = pickle.load(f)
+    assert saved["ids"] == [r["image_id"] for r in DatasetCatalog.get(name)]
     assert recall["AR@1000"] == pytest.approx(100.0)
     for size in ("ARs@100", "ARm@100", "ARl@100"):
         assert recall[size] == pytest.approx(100.0), size
