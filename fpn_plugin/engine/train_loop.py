@@ -5,7 +5,7 @@ import time
 
 import torch
 import torch.distributed as dist
-from detectron2.engine import SimpleTrainer, TrainerBase
+from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
@@ -65,16 +65,19 @@ class AccumulatingTrainer(SimpleTrainer):
     """
 
     def __init__(self, model, data_loader, optimizer, accumulation_steps=1, precision=None):
-        # Not SimpleTrainer.__init__: it starts the data loader iterator at once (workers and
-        # all), which a resume would have to throw away to restart the data order.
-        TrainerBase.__init__(self)
-        model.train()
-        self.model = model
+        # SimpleTrainer.__init__ sets what SimpleTrainer's methods read, and that differs by
+        # version: detectron2 0.6 sets model, data_loader, optimizer and the data iterator;
+        # git main also gather_metric_period, zero_grad_before_forward, async_write_metrics
+        # (read by _write_metrics) and concurrent_executor (shut down by after_train). So it
+        # is called, with the three arguments both take. It gets no data: 0.6 starts the
+        # loader's iterator at once (workers and all, and a seed drawn from torch's global
+        # generator), which a resume would have to throw away to restart the data order. The
+        # real loader's iterator starts at the first step (``_data_loader_iter``).
+        super().__init__(model, (), optimizer)
         self.data_loader = data_loader
-        self.optimizer = optimizer
+        self._data_iter = None
         self.accumulation_steps = int(accumulation_steps)
         self.precision = precision or Precision("fp32", "cpu")
-        self._data_iter = None
 
     @property
     def _data_loader_iter(self):
@@ -85,8 +88,20 @@ class AccumulatingTrainer(SimpleTrainer):
                 self._data_iter = iter(self.data_loader)
         return self._data_iter
 
-    def reset_data_loader(self) -> None:
-        """Start the data loader anew at the next step (after its sampler was moved)."""
+    @_data_loader_iter.setter
+    def _data_loader_iter(self, iterator):
+        # detectron2 0.6's SimpleTrainer.__init__ assigns it (git main uses a lazy property).
+        self._data_iter = iterator
+
+    def reset_data_loader(self, data_loader_builder=None) -> None:
+        """Start the data loader anew at the next step (after its sampler was moved).
+
+        Args:
+            data_loader_builder: as for git main's ``SimpleTrainer.reset_data_loader``: when
+                given, a callable whose result replaces the data loader.
+        """
+        if data_loader_builder is not None:
+            self.data_loader = data_loader_builder()
         self._data_iter = None
 
     def _lr(self) -> float:
@@ -132,6 +147,10 @@ class AccumulatingTrainer(SimpleTrainer):
                     )
                 self.precision.backward(losses / k)
 
+        # The hook stage git main's SimpleTrainer.run_step has (detectron2 0.6 has none).
+        after_backward = getattr(self, "after_backward", None)
+        if after_backward is not None:
+            after_backward()
         self._write_metrics(totals, data_time)
 
         # With fp16 the grad scaler skips steps with inf gradients (that is how it finds its
