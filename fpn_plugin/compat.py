@@ -1,8 +1,9 @@
 """Make the detectron2 that is installed work with today's Python, NumPy and Pillow.
 
 ``import fpn_plugin`` calls :func:`apply` before anything else touches detectron2. Each fix is
-applied only where the installed detectron2 needs it, so a source build of detectron2's git
-main is left alone:
+applied only where the installed detectron2 needs it, as found from what that detectron2 has
+and does (never from its version string: git main still calls itself 0.6). Tested with
+detectron2 0.6 from PyPI (without compiled ops) and a source build of git main:
 
 - ``compiled_ops_stand_in``: detectron2 installed without its C++/CUDA extension (the
   ``pb1-detectron2`` route of ``make install``) imports ``detectron2._C`` at import time. A
@@ -15,9 +16,12 @@ main is left alone:
 - ``map_dataset_retry``: detectron2 0.6's ``MapDataset`` retries a sample that maps to None
   with ``random.sample(<a set>)``, which raises a TypeError on Python >= 3.11, so one
   unreadable image crashes training instead of being skipped.
+- ``map_dataset_all_failed``: when every sample maps to None, detectron2 0.6 ends with that
+  TypeError and git main with ``ValueError: Sample larger than population or is negative``;
+  with the fix, both say "Every sample of the dataset failed to load". Both fixes are one
+  replacement of ``MapDataset.__getitem__``, decided by trying the installed ``MapDataset``.
 """
 import importlib.util
-import inspect
 import logging
 import os
 import re
@@ -164,14 +168,79 @@ def _add_pillow_aliases(source: str) -> bool:
     return bool(missing)
 
 
-def _fix_map_dataset_retry() -> bool:
+class _ProbeStop(Exception):
+    """Ends a probe of a ``MapDataset`` that would retry forever."""
+
+
+def _probe_map_dataset(map_dataset_cls):
+    """What the installed ``MapDataset`` does with samples that map to None, found by trying.
+
+    Returns:
+        (skips, says_all_failed, instance): whether a sample that maps to None is replaced by
+        another one; whether a dataset whose every sample maps to None ends with a
+        RuntimeError (detectron2 0.6 on Python >= 3.11 raises a TypeError from
+        ``random.sample(<a set>)``, git main a ValueError "Sample larger than population or
+        is negative", a version that never gives up would loop forever); and the probe
+        instance, to check the attributes the replacement uses.
+    """
+
+    def mapper(fails):
+        calls = []
+
+        def map_func(x):
+            calls.append(x)
+            if len(calls) > 20:
+                raise _ProbeStop()  # it would retry forever
+            return None if fails(x) else x
+
+        return map_func
+
+    quiet = logging.getLogger(map_dataset_cls.__module__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the "Failed to apply `_map_func`" warnings of the probe
+    try:
+        instance = map_dataset_cls([0, 1], mapper(lambda x: x == 0))
+        try:
+            skips = instance[0] == 1
+        except Exception:  # _ProbeStop included
+            skips = False
+        try:
+            map_dataset_cls([0, 1], mapper(lambda x: True))[0]
+            says_all_failed = False
+        except RuntimeError:
+            says_all_failed = True
+        except Exception:  # _ProbeStop included
+            says_all_failed = False
+    finally:
+        quiet.setLevel(level)
+    return skips, says_all_failed, instance
+
+
+# What both detectron2 0.6 and git main set in MapDataset.__init__ and the replacement uses.
+_MAP_DATASET_ATTRIBUTES = ("_dataset", "_map_func", "_fallback_candidates", "_rng")
+
+
+def _fix_map_dataset() -> list:
+    """Replace ``MapDataset.__getitem__`` where the installed one mishandles failing samples.
+
+    Returns the names of the fixes this makes (``map_dataset_retry``,
+    ``map_dataset_all_failed``), empty when the installed ``MapDataset`` needs neither.
+    """
     from detectron2.data import common
 
+    skips, says_all_failed, probe = _probe_map_dataset(common.MapDataset)
+    checks = [("map_dataset_retry", skips), ("map_dataset_all_failed", says_all_failed)]
+    needed = [name for name, ok in checks if not ok]
+    if not needed:
+        return []
+    missing = [a for a in _MAP_DATASET_ATTRIBUTES if not hasattr(probe, a)]
+    if missing:
+        logger.warning(
+            "detectron2's MapDataset needs %s, but has none of %s to build on: left as it is.",
+            ", ".join(needed), ", ".join(missing),
+        )
+        return []
     getitem = common.MapDataset.__getitem__
-    if sys.version_info < (3, 11) or "sample(self._fallback_candidates" not in inspect.getsource(
-        getitem
-    ):
-        return False
 
     def __getitem__(self, idx):
         retry_count = 0
@@ -197,7 +266,7 @@ def _fix_map_dataset_retry() -> bool:
 
     __getitem__.__doc__ = getitem.__doc__
     common.MapDataset.__getitem__ = __getitem__
-    return True
+    return needed
 
 
 def apply() -> list:
@@ -213,8 +282,8 @@ def apply() -> list:
             "compiled_ops_stand_in": _install_compiled_ops_stand_in,
             "numpy_aliases": lambda: _add_numpy_aliases(source),
             "pillow_aliases": lambda: _add_pillow_aliases(source),
-            # Last: importing detectron2.data needs the fixes above.
-            "map_dataset_retry": _fix_map_dataset_retry,
         }
         _applied = [name for name, fix in fixes.items() if fix()]
+        # Last: importing detectron2.data needs the fixes above.
+        _applied += _fix_map_dataset()
     return list(_applied)

@@ -1,6 +1,8 @@
-"""fpn_plugin.compat: detectron2 0.6 on today's Python, NumPy and Pillow, without compiled ops."""
+"""fpn_plugin.compat: detectron2 0.6 (PyPI, no compiled ops) and git main on today's Python, NumPy
+and Pillow; fixes decided from what the installed detectron2 does, never from its version."""
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -75,8 +77,12 @@ def test_map_dataset_says_so_when_every_sample_fails():
         dataset[0]
 
 
-def _run_compat_against(package_root: Path) -> list:
-    """Load compat.py alone against the detectron2 in package_root, in a fresh process."""
+def _run_compat_against(package_root: Path) -> dict:
+    """Load compat.py alone against the detectron2 in package_root, in a fresh process.
+
+    Returns the fixes applied, and what the (patched) MapDataset then does with samples that
+    map to None: the sample it gives instead of a failing one, and the error when all fail.
+    """
     code = textwrap.dedent(
         f"""
         import importlib.util, json, sys
@@ -84,10 +90,22 @@ def _run_compat_against(package_root: Path) -> list:
         spec = importlib.util.spec_from_file_location("compat_under_test", {str(COMPAT_FILE)!r})
         compat = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(compat)
-        print(json.dumps(compat.apply()))
+        applied = compat.apply()
+        from detectron2.data.common import MapDataset
+        try:
+            skipped_to = MapDataset([0, 1, 2], lambda x: None if x == 0 else x * 10)[0]
+        except Exception as e:
+            skipped_to = type(e).__name__
+        try:
+            MapDataset([0, 1], lambda x: None)[0]
+            all_failed = None
+        except Exception as e:
+            all_failed = type(e).__name__ + ": " + str(e)
+        print(json.dumps(dict(applied=applied, skipped_to=skipped_to, all_failed=all_failed)))
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -96,32 +114,119 @@ def _write(path: Path, text: str) -> None:
     path.write_text(textwrap.dedent(text))
 
 
-def test_leaves_a_complete_detectron2_alone(tmp_path):
-    # A detectron2 like a source build of git main: compiled ops present, no removed NumPy or
-    # Pillow names used, a MapDataset that samples from a list.
-    d2 = tmp_path / "detectron2"
-    _write(d2 / "__init__.py", "__version__ = '0.7'\n")
+# A MapDataset.__getitem__ as detectron2's, with the retry line and what happens when the
+# candidates run out as parameters. Every fake calls itself 0.6, as git main does.
+_MAP_DATASET = """
+import random
+import numpy as np
+{extra_import}
+
+class MapDataset:
+    def __init__(self, dataset, map_func):
+        self._dataset = dataset
+        self._map_func = map_func
+        self._rng = random.Random(42)
+        self._fallback_candidates = set(range(len(dataset)))
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __getitem__(self, idx):
+        cur_idx = int(idx)
+        while True:
+            data = self._map_func(self._dataset[cur_idx])
+            if data is not None:
+                self._fallback_candidates.add(cur_idx)
+                return data
+            {discard}
+            {when_empty}
+            cur_idx = self._rng.sample({population}, k=1)[0]
+"""
+
+
+def _fake_detectron2(root: Path, population, discard=True, when_empty="", extra_import="") -> Path:
+    d2 = root / "detectron2"
+    _write(d2 / "__init__.py", "__version__ = '0.6'\n")
     _write(d2 / "_C.py", "def get_compiler_version():\n    return 'GCC 12'\n")
     _write(d2 / "data" / "__init__.py", "")
     _write(
         d2 / "data" / "common.py",
-        """
-        import random
-        import numpy as np
-
-        class MapDataset:
-            def __getitem__(self, idx):
-                return random.Random(0).sample(list(range(3)), k=1)[0], np.int64(idx)
-        """,
+        _MAP_DATASET.format(
+            population=population,
+            discard="self._fallback_candidates.discard(cur_idx)" if discard else "pass",
+            when_empty=when_empty or "pass",
+            extra_import=extra_import,
+        ),
     )
-    assert _run_compat_against(tmp_path) == []
+    return root
+
+
+CLEAR = "Every sample of the dataset failed to load"
+
+
+def test_leaves_a_complete_detectron2_alone(tmp_path):
+    # Compiled ops present, no removed NumPy or Pillow names used, a MapDataset that samples
+    # from a list and says so when every sample fails.
+    root = _fake_detectron2(
+        tmp_path, "list(self._fallback_candidates)",
+        when_empty="if not self._fallback_candidates: raise RuntimeError('all samples failed')",
+    )
+    result = _run_compat_against(root)
+    assert result["applied"] == []
+    assert result["skipped_to"] in (10, 20)
+    assert result["all_failed"] == "RuntimeError: all samples failed"
+
+
+def test_a_map_dataset_like_git_mains_gets_the_clear_message(tmp_path):
+    # git main samples from a list, and ends with random.sample's ValueError when all fail.
+    result = _run_compat_against(_fake_detectron2(tmp_path, "list(self._fallback_candidates)"))
+    assert result["applied"] == ["map_dataset_all_failed"]
+    assert result["skipped_to"] in (10, 20)
+    assert result["all_failed"].startswith("RuntimeError: " + CLEAR)
+
+
+def test_a_map_dataset_like_0_6_gets_both_fixes_on_python_3_11(tmp_path):
+    # detectron2 0.6 samples from the set itself: a TypeError since Python 3.11.
+    result = _run_compat_against(
+        _fake_detectron2(tmp_path, "self._fallback_candidates", extra_import="x = np.float")
+    )
+    retry = ["map_dataset_retry"] if sys.version_info >= (3, 11) else []
+    assert result["applied"] == ["numpy_aliases"] + retry + ["map_dataset_all_failed"]
+    assert result["skipped_to"] in (10, 20)
+    assert result["all_failed"].startswith("RuntimeError: " + CLEAR)
+
+
+def test_a_map_dataset_that_would_retry_forever_is_found_out(tmp_path):
+    # Never discarding a failing sample loops forever when all fail; the probe stops it.
+    root = _fake_detectron2(tmp_path, "sorted(self._fallback_candidates)", discard=False)
+    result = _run_compat_against(root)
+    assert result["applied"] == ["map_dataset_all_failed"]
+    assert result["all_failed"].startswith("RuntimeError: " + CLEAR)
+
+
+def _pristine_names() -> tuple:
+    """numpy's and PIL.Image's names in a fresh process, before any fix adds aliases."""
+    code = "import json, numpy, PIL.Image as I; print(json.dumps([sorted(numpy.__dict__), dir(I)]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    numpy_names, image_names = json.loads(out.stdout)
+    return set(numpy_names), set(image_names)
 
 
 def test_installed_detectron2_gets_exactly_the_fixes_it_needs():
-    import detectron2
+    # Decided from what the installed detectron2 uses and does: its version string says 0.6
+    # for the PyPI release and for git main alike.
+    from detectron2.data.common import MapDataset
 
-    version = detectron2.__version__
     applied = compat.apply()
-    if version.startswith("0.6"):
-        assert {"numpy_aliases", "pillow_aliases"} <= set(applied)
+    source = compat._detectron2_sources()
+    numpy_names, image_names = _pristine_names()
+    removed_numpy = set(re.findall(r"\bnp\.(int|float|bool|str|object)\b", source)) - numpy_names
+    removed_pillow = set(re.findall(r"\bImage\.(LINEAR|CUBIC|ANTIALIAS)\b", source)) - image_names
+    assert ("numpy_aliases" in applied) == bool(removed_numpy)
+    assert ("pillow_aliases" in applied) == bool(removed_pillow)
     assert ("compiled_ops_stand_in" in applied) == (not compat.has_compiled_ops())
+    # Neither detectron2 0.6 nor git main says "every sample failed" by itself.
+    assert "map_dataset_all_failed" in applied
+    # Whatever was fixed, the MapDataset now skips a failing sample and says when all fail.
+    skips, says_all_failed, _ = compat._probe_map_dataset(MapDataset)
+    assert skips and says_all_failed
