@@ -2,9 +2,9 @@
 """Install detectron2 into the running Python, by the project's order of preference.
 
 1. A detectron2 that is already importable is kept (e.g. a source build with CUDA ops).
-2. If ``D2_SOURCE`` (or ``--source``) names a git URL or a local checkout, it is built from
-   source (needs a C++ compiler, and nvcc for the CUDA ops). It also replaces the
-   Python-only copy of route 3, which is the least preferred.
+2. If ``D2_SOURCE`` (or ``--source``) names a git URL, a local checkout or a local source
+   archive (``.tar.gz``), it is built from source (needs a C++ compiler, and nvcc for the
+   CUDA ops). It also replaces the Python-only copy of route 3, which is the least preferred.
 3. Otherwise the Python package of ``pb1-detectron2==0.6`` from PyPI (the official
    detectron2 v0.6 Python source) is installed without its C++ extension. Its sdist cannot be
    installed by pip as it is: it lacks ``detectron2/layers/csrc`` (so the extension build
@@ -20,6 +20,7 @@ import glob
 import importlib.metadata
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -64,7 +65,52 @@ def installed_distribution() -> str | None:
     return names[0] if names else "unknown (not installed by pip, e.g. on PYTHONPATH)"
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def _extract(archive: str, dest: str) -> None:
+    with tarfile.open(archive) as tar:
+        # The "data" filter refuses absolute paths and links out of dest (Python >= 3.10.12).
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(dest, **safe)
+
+
+def source_tree_in(folder: str) -> str:
+    """The one folder with a setup.py that an unpacked source archive holds (or folder itself)."""
+    if os.path.isfile(os.path.join(folder, "setup.py")):
+        return folder
+    trees = sorted(
+        os.path.join(folder, name)
+        for name in os.listdir(folder)
+        if os.path.isfile(os.path.join(folder, name, "setup.py"))
+    )
+    if len(trees) != 1:
+        sys.exit(
+            f"[install_detectron2] expected one source tree with a setup.py in the archive, "
+            f"found {len(trees)}: {trees}"
+        )
+    return trees[0]
+
+
 def install_from_source(source: str) -> None:
+    """Build detectron2 from a git URL, a local checkout or a local source archive (.tar.gz)."""
+    if os.path.isfile(source) and source.endswith(ARCHIVE_SUFFIXES):
+        if sys.prefix == sys.base_prefix:  # not a virtual environment: a temporary folder
+            with tempfile.TemporaryDirectory(prefix="d2-source-") as tmp:
+                _extract(source, tmp)
+                install_from_source(source_tree_in(tmp))
+            return
+        # Unpacked inside the virtual environment (<venv>/src/<archive name>/), where it stays:
+        # the installed package's origin then names a folder that exists, and the archive.
+        name = os.path.basename(source)
+        for suffix in ARCHIVE_SUFFIXES:
+            name = name.removesuffix(suffix)
+        dest = os.path.join(sys.prefix, "src", name)
+        shutil.rmtree(dest, ignore_errors=True)
+        log(f"unpacking {source} into {dest}")
+        _extract(source, dest)
+        install_from_source(source_tree_in(dest))
+        return
     is_local = os.path.isdir(source)
     target = os.path.abspath(source) if is_local else source
     if not is_local and not target.startswith("git+"):
@@ -99,10 +145,7 @@ def install_from_pypi() -> None:
             "-d", tmp, f"{PYPI_DISTRIBUTION}=={PYPI_VERSION}",
         )
         (sdist,) = glob.glob(os.path.join(tmp, "*.tar.gz"))
-        with tarfile.open(sdist) as tar:
-            # The "data" filter refuses absolute paths and links out of tmp (Python >= 3.10.12).
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(tmp, **safe)
+        _extract(sdist, tmp)
         src = os.path.join(tmp, f"{PYPI_DISTRIBUTION}-{PYPI_VERSION}")
         patch_setup_py(os.path.join(src, "setup.py"))
         pip("install", "--no-build-isolation", src)
@@ -128,7 +171,7 @@ def main() -> None:
     parser.add_argument(
         "--source",
         default=os.environ.get("D2_SOURCE", ""),
-        help="git URL or local checkout to build detectron2 from (default: $D2_SOURCE)",
+        help="git URL, local checkout or source .tar.gz to build detectron2 from (default: $D2_SOURCE)",
     )
     args = parser.parse_args()
 
