@@ -1,8 +1,8 @@
 """COCO-style evaluation: detectron2's ``COCOEvaluator`` plus counts, explanations and tables.
 
 On top of detectron2's evaluator this
-- uses pycocotools' reference implementation when detectron2 has no compiled ops (the fast
-  one lives in ``detectron2._C``),
+- uses detectron2's fast ``COCOeval_opt`` when detectron2 has its compiled ops (it lives in
+  ``detectron2._C``) and pycocotools' reference implementation otherwise: the same AP,
 - counts predictions first and explains "no predictions" and NaN size buckets,
 - renumbers ground-truth annotation ids that start at 0, which pycocotools mis-scores,
 - saves the per-category AP table (AP, AP50 and the ground-truth count per category) as
@@ -57,13 +57,25 @@ class COCODetectionEvaluator(COCOEvaluator):
     by detectron2 (cached in ``output_dir``).
     """
 
-    def __init__(self, dataset_name: str, output_dir: str = None, distributed: bool = True):
+    def __init__(
+        self, dataset_name: str, output_dir: str = None, distributed: bool = True, use_fast_impl=None
+    ):
         """
         Args:
             dataset_name: a registered dataset.
             output_dir: where predictions and the per-category table are saved.
             distributed: gather predictions from all workers before evaluating.
+            use_fast_impl: detectron2's fast ``COCOeval_opt`` (True) or pycocotools' COCOeval
+                (False), which give the same AP; None: the fast one when detectron2 has its
+                compiled ops, where it lives.
         """
+        if use_fast_impl is None:
+            use_fast_impl = has_compiled_ops()
+        elif use_fast_impl and not has_compiled_ops():
+            raise ValueError(
+                "use_fast_impl=True needs detectron2's compiled ops (COCOeval_opt is one), which "
+                "this detectron2 has not: leave it None to use pycocotools' COCOeval."
+            )
         json_file = MetadataCatalog.get(dataset_name).get("json_file")
         if json_file and not os.path.exists(json_file) and dataset_name in DatasetCatalog.list():
             # Data generated on first load (the synthetic shapes) has no JSON before that.
@@ -73,7 +85,7 @@ class COCODetectionEvaluator(COCOEvaluator):
             tasks=("bbox",),
             distributed=distributed,
             output_dir=output_dir,
-            use_fast_impl=has_compiled_ops(),
+            use_fast_impl=use_fast_impl,
         )
         self._per_category: List[list] = []
         if self._do_evaluation:
