@@ -12,7 +12,7 @@ from typing import List, Tuple
 
 from detectron2.config import CfgNode
 
-__all__ = ["scale_schedule", "apply_epochs", "format_table", "iterations_per_epoch"]
+__all__ = ["scale_schedule", "apply_epochs", "epoch_rows", "format_table", "iterations_per_epoch"]
 
 _LR_RULES = {"linear": lambda f: f, "sqrt": math.sqrt, "none": lambda f: 1.0}
 
@@ -155,6 +155,26 @@ def apply_epochs(cfg: CfgNode, num_images: int) -> Tuple[CfgNode, int]:
     if frozen:
         cfg.freeze()
     return cfg, per_epoch
+
+
+def epoch_rows(rows: List[tuple], epochs: float, cfg: CfgNode, per_epoch: int) -> List[tuple]:
+    """:func:`scale_schedule`'s rows with what :func:`apply_epochs` made of ``SOLVER.EPOCHS``.
+
+    Args:
+        rows: the rows of :func:`scale_schedule`.
+        epochs: ``SOLVER.EPOCHS`` of the config (0: rows returned unchanged).
+        cfg: the config :func:`apply_epochs` returned.
+        per_epoch: its iterations per epoch.
+    """
+    if epochs <= 0:
+        return rows
+    used = {"SOLVER.MAX_ITER": cfg.SOLVER.MAX_ITER, "SOLVER.STEPS": tuple(cfg.SOLVER.STEPS)}
+    out = [(key, config, used.get(key, value)) for key, config, value in rows]
+    out.insert(
+        [key for key, _, _ in out].index("SOLVER.MAX_ITER"),
+        ("SOLVER.EPOCHS", epochs, f"{epochs:g} x {per_epoch} iterations/epoch"),
+    )
+    return out
 
 
 def format_table(rows: List[tuple]) -> str:

@@ -20,7 +20,7 @@ from .checkpointer import AtomicPluginCheckpointer
 from .data import build_resumable_train_loader
 from .precision import Precision, resolve_precision
 from .rng import get_rng_state, preserve_rng_state, set_rng_state
-from .schedule import apply_epochs, format_table, scale_schedule
+from .schedule import apply_epochs, epoch_rows, format_table, scale_schedule
 from .train_loop import AccumulatingTrainer, NonFiniteLossError
 
 __all__ = ["Trainer", "TrainingDivergedError"]
@@ -67,7 +67,6 @@ class Trainer(DefaultTrainer):
         cfg.defrost()
         cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
         cfg, rows = scale_schedule(cfg, comm.get_world_size())
-        logger.info("Schedule for the batch in use:\n" + format_table(rows))
 
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -75,7 +74,9 @@ class Trainer(DefaultTrainer):
         self.train_sampler = getattr(data_loader, "resumable_sampler", None)
         num_images = getattr(data_loader, "num_images", None)
         if num_images is not None:
+            epochs = cfg.SOLVER.EPOCHS
             cfg, per_epoch = apply_epochs(cfg, num_images)
+            rows = epoch_rows(rows, epochs, cfg, per_epoch)
             logger.info(
                 f"1 epoch = {per_epoch} iterations ({num_images} training images, "
                 f"{cfg.SOLVER.REFERENCE_BATCH_SIZE} per iteration); MAX_ITER {cfg.SOLVER.MAX_ITER} "
@@ -87,6 +88,8 @@ class Trainer(DefaultTrainer):
                 "returned a loader without a `num_images` attribute. Set it, or use SOLVER.MAX_ITER."
             )
 
+        # Printed once everything that changes it (batch scaling, epochs) has been applied.
+        logger.info("Schedule for the batch in use:\n" + format_table(rows))
         model = self.wrap_model(cfg, model)
         self.precision = Precision(resolve_precision(cfg, cfg.MODEL.DEVICE), cfg.MODEL.DEVICE)
         logger.info(f"Training on {cfg.MODEL.DEVICE} in {self.precision.name}.")

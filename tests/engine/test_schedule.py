@@ -119,3 +119,38 @@ def test_trainer_prints_the_table_and_the_epoch(tmp_path, caplog):
     assert trainer.max_iter == 8 and tuple(trainer.cfg.SOLVER.STEPS) == (6,)
     assert trainer.cfg.SOLVER.BASE_LR == pytest.approx(0.002)
     assert trainer._trainer.accumulation_steps == 2
+
+
+def _table_values(text: str) -> dict:
+    """{key: used value} from the schedule table in a log."""
+    table = text.split("Schedule for the batch in use:\n", 1)[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        if line.startswith(("INFO", "WARNING")):  # the next log record
+            break
+        parts = [p.strip() for p in line.split("  ") if p.strip()]
+        if line.startswith(("SOLVER.", "TEST.")):
+            rows[parts[0]] = parts[-1]
+    return rows
+
+
+@pytest.mark.parametrize("epochs", [0.0, 2.0])
+@pytest.mark.parametrize("reference_batch", [0, 4])
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_the_table_shows_what_will_run(tmp_path, caplog, epochs, reference_batch, accumulation):
+    register_synthetic("schedule_combos", str(tmp_path / "data"), num_images=8)
+    cfg = tiny_cfg(str(tmp_path / "out"), "schedule_combos", max_iter=20)
+    cfg.merge_from_list([
+        "SOLVER.STEPS", (15,), "SOLVER.EPOCHS", epochs, "SOLVER.REFERENCE_BATCH_SIZE", reference_batch,
+        "SOLVER.IMS_PER_DEVICE", 1, "SOLVER.ACCUMULATION_STEPS", accumulation,
+    ])
+    with caplog.at_level("INFO", logger="fpn_plugin.engine.trainer"):
+        trainer = Trainer(cfg)
+    used = _table_values(caplog.text)
+    assert used["SOLVER.MAX_ITER"] == str(trainer.max_iter)
+    assert used["SOLVER.STEPS"] == str(tuple(trainer.cfg.SOLVER.STEPS))
+    assert float(used["SOLVER.BASE_LR"]) == pytest.approx(trainer.cfg.SOLVER.BASE_LR)
+    if epochs:
+        batch = accumulation  # 1 process x 1 image x accumulation
+        assert trainer.max_iter == math.ceil(8 / batch) * 2
+        assert "SOLVER.EPOCHS" in used
