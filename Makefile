@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.fpn_plugin-installed
 PYTEST_ARGS ?=
 
-.PHONY: install reinstall test env demo
+.PHONY: install reinstall test test-d2main env demo
 
 install: $(STAMP)
 
@@ -46,6 +46,21 @@ demo: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The second route CI tests: detectron2's git main built from source, with its compiled ops, in
+# its own venv, from the source archive in ../shared/detectron2-main/ (detectron2-<commit>.tar.gz,
+# beside the repository). Skipped, saying so, where that folder is not there (a fresh clone).
+D2MAIN_VENV ?= .venv-d2main
+D2MAIN_DIR ?= ../shared/detectron2-main
+D2MAIN_ARCHIVE = $(firstword $(wildcard $(D2MAIN_DIR)/detectron2-*.tar.gz))
+test-d2main:
+	@if [ -z "$(D2MAIN_ARCHIVE)" ]; then \
+	  echo "test-d2main: skipped: no detectron2 main source archive (detectron2-<commit>.tar.gz) in $(D2MAIN_DIR)/"; \
+	else \
+	  $(MAKE) install VENV=$(D2MAIN_VENV) D2_SOURCE=$(D2MAIN_ARCHIVE) && \
+	  $(D2MAIN_VENV)/bin/python -c 'from fpn_plugin.compat import has_compiled_ops as h; assert h(), "$(D2MAIN_VENV): detectron2 has no compiled ops"' && \
+	  $(MAKE) test VENV=$(D2MAIN_VENV); \
+	fi
 
 env: install
 	$(PY) -m fpn_plugin.env
