@@ -25,6 +25,7 @@ import logging
 import pickle
 import re
 from typing import Any, Mapping
+from urllib.parse import parse_qs
 
 import torch
 
@@ -224,6 +225,14 @@ def load_checkpoint_file(checkpointer, filename: str) -> Mapping:
         return {"model": model_state, "__author__": "pycls", "matching_heuristics": True}
     if "model" not in loaded:
         loaded = {"model": loaded}
+    parsed_url = getattr(checkpointer, "_parsed_url_during_load", None)
+    if parsed_url is not None:
+        # detectron2 main: "w.pth?matching_heuristics=True" (its load() strips the query).
+        queries = parse_qs(parsed_url.query)
+        if queries.pop("matching_heuristics", "False") == ["True"]:
+            loaded["matching_heuristics"] = True
+        if queries:
+            raise ValueError(f"Unsupported query remaining: {queries}, original filename: {parsed_url.geturl()}")
     return loaded
 
 

@@ -206,6 +206,21 @@ def test_detectron2_zoo_pkl_and_pth_load_with_both_checkpointers(tmp_path):
         _assert_equal_tensors(plugin, detectron2_resnet_to_plugin(reference.state_dict(), plugin))
 
 
+@pytest.mark.skipif(not hasattr(DetectionCheckpointer, "_parsed_url_during_load") and
+                    "_parsed_url_during_load" not in DetectionCheckpointer.__init__.__code__.co_names,
+                    reason="detectron2 0.6 has no ?matching_heuristics=True query (git main has)")
+def test_matching_heuristics_query_of_detectron2_main_still_works(tmp_path):
+    model = _small_model()
+    path = tmp_path / "w.pth"
+    torch.save({"model": model.state_dict()}, path)
+    fresh = _small_model()
+    extra = DetectionCheckpointer(fresh).load(f"{path}?matching_heuristics=True")
+    _assert_equal_tensors(fresh, model.state_dict())
+    assert extra["matching_heuristics"] is True
+    with pytest.raises(ValueError, match="Unsupported query"):
+        DetectionCheckpointer(fresh).load(f"{path}?other=1")
+
+
 # ---- the trainer's own checkpoints, and --resume ---------------------------------------------
 
 def _tiny_trainer(tmp_path, out, scheduler=None):
