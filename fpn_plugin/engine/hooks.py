@@ -7,6 +7,7 @@ import torch
 from detectron2.engine import HookBase
 from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter
 from torch.nn.parallel import DistributedDataParallel
 
 from .rng import preserve_rng_state
@@ -66,9 +67,11 @@ class EarlyStopping(HookBase):
     """Stop training when an evaluation metric stopped improving.
 
     Register it after the ``EvalHook``. At each evaluation it reads ``metric`` from the event
-    storage; an evaluation improves when it beats the best value so far by more than
-    ``min_delta``. After ``patience`` evaluations in a row without improvement it asks the
-    trainer to stop (``trainer.request_stop``). Its counters are saved in checkpoints.
+    storage; an evaluation counts as progress when it beats the value of the last progress by
+    more than ``min_delta``. After ``patience`` evaluations in a row without progress it asks
+    the trainer to stop (``trainer.request_stop``). The best value and its iteration are the
+    plain best (as ``BestCheckpointer`` keeps it), reported when it stops. Its counters are
+    saved in checkpoints.
     """
 
     def __init__(self, eval_period: int, metric: str, patience: int, min_delta: float = 0.0, mode: str = "max"):
@@ -81,16 +84,14 @@ class EarlyStopping(HookBase):
             )
         self._period = eval_period
         self.metric, self.patience, self.min_delta, self.mode = metric, patience, min_delta, mode
-        self.best = None
-        self.best_iter = None
+        self.best = self.best_iter = None  # the best value so far, at any margin
+        self.progress = self.progress_iter = None  # the last value that beat by > min_delta
         self.bad_evals = 0
 
-    def _improved(self, value: float) -> bool:
-        if self.best is None:
+    def _better(self, value: float, than, margin: float) -> bool:
+        if than is None:
             return True
-        if self.mode == "max":
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
+        return value > than + margin if self.mode == "max" else value < than - margin
 
     def after_step(self):
         # Evaluators return results on the main process only; the trainer passes its decision
@@ -106,25 +107,32 @@ class EarlyStopping(HookBase):
             )
             return
         value = float(latest[0])
-        if self._improved(value):
-            self.best, self.best_iter, self.bad_evals = value, self.trainer.iter, 0
+        if self._better(value, self.best, 0.0):
+            self.best, self.best_iter = value, self.trainer.iter
+        if self._better(value, self.progress, self.min_delta):
+            self.progress, self.progress_iter, self.bad_evals = value, self.trainer.iter, 0
             return
         self.bad_evals += 1
         logger.info(
-            f"Early stopping: {self.metric}={value:.5g} did not improve on {self.best:.5g} "
-            f"(iteration {self.best_iter}) by more than {self.min_delta}: {self.bad_evals}/{self.patience}."
+            f"Early stopping: {self.metric}={value:.5g} did not improve on {self.progress:.5g} "
+            f"(iteration {self.progress_iter}) by more than {self.min_delta}: {self.bad_evals}/{self.patience}."
         )
         if self.bad_evals >= self.patience:
             self.trainer.request_stop(
-                f"early stopping: {self.metric} has not improved for {self.patience} evaluations; "
-                f"best {self.best:.5g} at iteration {self.best_iter}"
+                f"early stopping: {self.metric} has not improved by more than {self.min_delta} on "
+                f"{self.progress:.5g} (iteration {self.progress_iter}) for {self.patience} "
+                f"evaluations; best {self.best:.5g} at iteration {self.best_iter}"
             )
 
     def state_dict(self):
-        return {"best": self.best, "best_iter": self.best_iter, "bad_evals": self.bad_evals}
+        return {"best": self.best, "best_iter": self.best_iter, "bad_evals": self.bad_evals,
+                "progress": self.progress, "progress_iter": self.progress_iter}
 
     def load_state_dict(self, state):
         self.best, self.best_iter, self.bad_evals = state["best"], state["best_iter"], state["bad_evals"]
+        # Checkpoints of before the two were told apart hold only "best".
+        self.progress = state.get("progress", self.best)
+        self.progress_iter = state.get("progress_iter", self.best_iter)
 
 
 def _set_norms_to_eval(model):
@@ -249,6 +257,7 @@ class PeriodicWriter(d2_hooks.PeriodicWriter):
     def __init__(self, writers, period=20, eval_periods=()):
         super().__init__(writers, period)
         self._eval_periods = [p for p in eval_periods if p > 0]
+        self._written_iter = None
 
     def after_step(self):
         it = self.trainer.iter
@@ -257,6 +266,15 @@ class PeriodicWriter(d2_hooks.PeriodicWriter):
         ):
             for writer in self._writers:
                 writer.write()
+            self._written_iter = it
+
+    def after_train(self):
+        # detectron2's printer skips its line after a run that reached MAX_ITER only; after an
+        # early stop it would print the last iteration's line a second time.
+        for writer in self._writers:
+            if not (isinstance(writer, CommonMetricPrinter) and self.trainer.iter == self._written_iter):
+                writer.write()
+            writer.close()
 
 
 class BestCheckpointer(d2_hooks.BestCheckpointer):

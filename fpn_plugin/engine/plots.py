@@ -1,4 +1,5 @@
-"""PNG plots of a training run: losses (train and validation), learning rate, metrics."""
+"""PNG plots of a training run: losses (train and validation), learning rate, evaluation
+metrics, and the training statistics detectron2 logs (anchor and sample counts, accuracies)."""
 import json
 import os
 from collections import defaultdict
@@ -38,39 +39,66 @@ def collect_series(storage, metrics_json: str, start_iter: int) -> dict:
     return {name: sorted(p.items()) for name, p in points.items() if p}
 
 
+# Statistics detectron2's heads log while training: counts (~hundreds) and fractions (0-1) that
+# would flatten the 0-100 AP curves on a shared axis; each gets its own panel instead.
+_TRAINING_STATS = ("rpn/", "roi_head/", "fast_rcnn/", "mask_rcnn/")
+
+
 def _is_loss(name: str) -> bool:
     return "loss" in name.split("/")[-1]
 
 
+def _group(name: str) -> str:
+    if _is_loss(name):
+        return "losses"
+    if name == "lr":
+        return "lr"
+    if name.startswith(_TRAINING_STATS):
+        return "training_stats"
+    if "/" in name and not name.startswith("val/"):
+        return "metrics"  # evaluation results: bbox/AP, bbox/AP50-<class>, ...
+    return ""
+
+
 def plot_curves(series: dict, output_dir: str) -> list:
-    """Write losses.png, lr.png and (when there are metrics) metrics.png; return their paths."""
+    """Write losses.png, lr.png and, when there are any, metrics.png (evaluation results on one
+    axis) and training_stats.png (a panel per statistic); return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed, and safe in worker processes
     import matplotlib.pyplot as plt
 
     os.makedirs(output_dir, exist_ok=True)
-    groups = {
-        "losses": {n: s for n, s in series.items() if _is_loss(n)},
-        "lr": {n: s for n, s in series.items() if n == "lr"},
-        "metrics": {
-            n: s for n, s in series.items() if "/" in n and not _is_loss(n) and not n.startswith("val/")
-        },
-    }
+    groups = defaultdict(dict)
+    for name, points in series.items():
+        if _group(name):
+            groups[_group(name)][name] = points
     paths = []
-    for title, curves in groups.items():
+    for title in ("losses", "lr", "metrics", "training_stats"):
+        curves = groups.get(title)
         if not curves:
             continue
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for name, points in sorted(curves.items()):
-            its, values = zip(*points)
-            style = "--" if name.startswith("val/") else "-"
-            marker = "o" if len(points) < 50 else None
-            ax.plot(its, values, style, marker=marker, markersize=3, linewidth=1, label=name)
-        ax.set_xlabel("iteration")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        names = sorted(curves)
+        # One axis for curves of one scale; one panel per statistic for the training stats.
+        panels = names if title == "training_stats" else [None]
+        cols = min(3, len(panels))
+        rows = -(-len(panels) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(8 if cols == 1 else 4 * cols, 5 if rows == 1 else 3 * rows),
+                                 squeeze=False)
+        for ax, panel in zip(axes.flat, panels):
+            for name in names if panel is None else [panel]:
+                its, values = zip(*curves[name])
+                style = "--" if name.startswith("val/") else "-"
+                marker = "o" if len(its) < 50 else None
+                ax.plot(its, values, style, marker=marker, markersize=3, linewidth=1, label=name)
+            ax.set_xlabel("iteration")
+            ax.set_title(title if panel is None else panel, fontsize=9 if panel else None)
+            ax.grid(alpha=0.3)
+            if panel is None:
+                ax.legend(fontsize=7, loc="best")
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        fig.tight_layout()
         path = os.path.join(output_dir, f"{title}.png")
         tmp = path + ".tmp.png"
         fig.savefig(tmp, dpi=100)

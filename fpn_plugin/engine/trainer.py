@@ -339,6 +339,15 @@ class Trainer(DefaultTrainer):
         except NonFiniteLossError as e:
             raise TrainingDivergedError(self._divergence_message(e)) from None
 
+    def _clipping_advice(self) -> str:
+        clip = self.cfg.SOLVER.CLIP_GRADIENTS
+        if not clip.ENABLED:
+            return "gradient clipping (SOLVER.CLIP_GRADIENTS.ENABLED True)"
+        return (
+            f"stronger gradient clipping (it is on: SOLVER.CLIP_GRADIENTS.CLIP_TYPE "
+            f"{clip.CLIP_TYPE!r}, CLIP_VALUE {clip.CLIP_VALUE:g}; try a smaller CLIP_VALUE)"
+        )
+
     def _divergence_message(self, e: NonFiniteLossError) -> str:
         s = self.cfg.SOLVER
         terms = "\n".join(f"    {k} = {v:.6g}" for k, v in e.loss_terms.items())
@@ -361,8 +370,7 @@ class Trainer(DefaultTrainer):
             f"SOLVER.WARMUP_FACTOR (now {s.WARMUP_FACTOR:g});\n"
             "  - normalization in the backbone and FPN (MODEL.PLUGIN_RESNET.NORM or detectron2's "
             "MODEL.RESNETS.NORM, and MODEL.FPN.NORM: 'BN', 'SyncBN' or 'GN'; FrozenBN does not "
-            "normalise a network trained from scratch) or gradient clipping "
-            "(SOLVER.CLIP_GRADIENTS.ENABLED True);\n"
+            f"normalise a network trained from scratch) or {self._clipping_advice()};\n"
             f"  - the batch-scaling rule: the LR is scaled with the total batch ({s.REFERENCE_BATCH_SIZE} "
             "images per step now); if BASE_LR was tuned for another batch, set "
             "SOLVER.REFERENCE_BATCH_SIZE to that batch so BASE_LR is rescaled."

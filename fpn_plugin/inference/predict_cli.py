@@ -186,7 +186,8 @@ class _Run:
                 if writer is None:
                     fourcc = cv2.VideoWriter_fourcc(*"mp4v")
                     h, w = drawn.shape[:2]
-                    writer = cv2.VideoWriter(str(self.out / (path.stem + "_pred.mp4")), fourcc, fps, (w, h))
+                    # Beside the drawn images, where the final "visualisations:" line points.
+                    writer = cv2.VideoWriter(str(self.out / "vis" / (path.stem + "_pred.mp4")), fourcc, fps, (w, h))
                 writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
             frame_index += 1
             bar.update(1)

@@ -125,7 +125,11 @@ def test_early_stopping_stops_at_the_evaluation_that_exhausts_patience(tmp_path,
     assert trainer.iter == 3
     final = torch.load(tmp_path / "out" / "model_final.pth", weights_only=False)
     assert final["iteration"] == 3
-    assert "early stopping: bbox/AP50 has not improved for 2 evaluations; best 30 at iteration 1" in caplog.text
+    # The best is the plain best, the one model_best.pth holds, not the last real progress.
+    assert ("early stopping: bbox/AP50 has not improved by more than 1.0 on 30 (iteration 1) for 2 "
+            "evaluations; best 30.5 at iteration 2") in caplog.text
+    assert torch.load(tmp_path / "out" / "model_best.pth", weights_only=False)["iteration"] == 2
+    assert caplog.text.count("Training stopped at iteration 3") == 1
 
 
 def test_early_stopping_needs_a_metric(tmp_path):
@@ -188,3 +192,41 @@ def test_validation_loss_changes_neither_model_nor_random_state(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert torch.equal(get_rng_state()["torch"], rng["torch"])
     assert trainer.model.training
+
+
+def test_an_early_stop_does_not_print_the_last_iteration_twice():
+    from types import SimpleNamespace
+
+    from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+
+    from fpn_plugin.engine.hooks import PeriodicWriter
+
+    calls = []
+
+    class Printer(CommonMetricPrinter):
+        def write(self):
+            calls.append(("printer", trainer.iter))
+
+    class Json(JSONWriter):
+        def write(self):
+            calls.append(("json", trainer.iter))
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        writer = PeriodicWriter([Printer(max_iter=40), Json(f"{d}/metrics.json")], period=20, eval_periods=[2])
+        trainer = SimpleNamespace(iter=3, max_iter=40)
+        writer.trainer = trainer
+        writer.after_step()  # an evaluation iteration (3 + 1 is a multiple of 2): written
+        writer.after_train()  # stopped early right after it: the printer does not repeat it
+    assert calls == [("printer", 3), ("json", 3), ("json", 3)]
+
+
+def test_the_divergence_advice_on_clipping_follows_the_config(tmp_path):
+    from types import SimpleNamespace
+
+    cfg = _cfg(tmp_path, 2)
+    assert Trainer._clipping_advice(SimpleNamespace(cfg=cfg)) == "gradient clipping (SOLVER.CLIP_GRADIENTS.ENABLED True)"
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED, cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = True, 5.0
+    advice = Trainer._clipping_advice(SimpleNamespace(cfg=cfg))
+    assert "it is on" in advice and "CLIP_VALUE 5" in advice and "ENABLED True" not in advice

@@ -18,10 +18,24 @@ def test_resumed_run_plots_the_whole_history(tmp_path):
             storage.iter = it
             storage.put_scalar("total_loss", 100.0 + it)
             storage.put_scalar("lr", 0.001)
+            storage.put_scalar("rpn/num_pos_anchors", 250.0)
+            storage.put_scalar("fast_rcnn/cls_accuracy", 0.9)
         storage.put_scalars(**{"bbox/AP50": 42.0, "val/total_loss": 3.0}, smoothing_hint=False)
         series = collect_series(storage, str(metrics), start_iter=5)
     assert series["total_loss"] == [(0, 10.0), (1, 9.0), (2, 8.0), (3, 7.0), (4, 6.0), (5, 105.0), (6, 106.0)]
     assert series["bbox/AP50"] == [(6, 42.0)] and "time" not in series
     paths = plot_curves(series, str(tmp_path / "plots"))
-    assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["losses.png", "lr.png", "metrics.png"]
-    assert all((tmp_path / "plots" / name).stat().st_size > 1000 for name in ("losses.png", "lr.png", "metrics.png"))
+    names = ["losses.png", "lr.png", "metrics.png", "training_stats.png"]
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == names
+    assert all((tmp_path / "plots" / name).stat().st_size > 1000 for name in names)
+
+
+def test_metrics_and_training_statistics_are_plotted_apart():
+    from fpn_plugin.engine.plots import _group
+
+    # AP (0-100) must not share an axis with anchor counts (~250) or accuracies (0-1).
+    assert _group("bbox/AP") == _group("bbox/AP50-person") == "metrics"
+    assert _group("rpn/num_pos_anchors") == _group("fast_rcnn/cls_accuracy") == "training_stats"
+    assert _group("roi_head/num_fg_samples") == "training_stats"
+    assert _group("loss_rpn_cls") == _group("val/total_loss") == "losses"
+    assert _group("lr") == "lr" and _group("val/other") == ""

@@ -142,7 +142,7 @@ def test_unknown_class_and_missing_input_are_explained(tiny_detector, tmp_path, 
     assert "no such file or folder" in capsys.readouterr().out
 
 
-def test_video_in_annotated_video_out(tiny_detector, tmp_path):
+def test_video_in_annotated_video_out(tiny_detector, tmp_path, capsys):
     cfg, _ = tiny_detector
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (96, 64))
@@ -153,7 +153,9 @@ def test_video_in_annotated_video_out(tiny_detector, tmp_path):
     code = main(["--config-file", str(_config_file(cfg, tmp_path)), "--input", str(video),
                  "--output", str(out), "--score-threshold", "0"])
     assert code == 0
-    capture = cv2.VideoCapture(str(out / "clip_pred.mp4"))
+    assert f"visualisations: {out / 'vis'}" in capsys.readouterr().out
+    assert [p.name for p in out.iterdir() if p.suffix == ".mp4"] == []  # where the line says
+    capture = cv2.VideoCapture(str(out / "vis" / "clip_pred.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     results = json.loads((out / "predictions.json").read_text())
     assert {r["file_name"] for r in results} <= {"clip.avi#000000", "clip.avi#000001", "clip.avi#000002"}
