@@ -402,3 +402,15 @@ def test_train_net_eval_only_refuses_hostile_weights(tmp_path):
         assert f"UnsafeWeightsError: {path} asks for {SYSTEM} while it is read" in run.stderr
         assert "refused; nothing was executed" in run.stderr
         assert not marker.exists()
+
+    # --allow-unsafe-pickle: a trusted legacy file (weights with an argparse.Namespace) loads.
+    legacy = tmp_path / "legacy.pth"
+    model = build_model(plugin_cfg("fpn_r18.yaml")).eval()
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=0.02)}, legacy)
+    run = _run([str(ROOT / "train_net.py"), "--eval-only", "--allow-unsafe-pickle",
+                "--config-file", str(ROOT / "configs" / "fpn_r18.yaml"),
+                "MODEL.WEIGHTS", str(legacy), "MODEL.DEVICE", "cpu",
+                "DATASETS.TRAIN", "()", "DATASETS.TEST", "()",
+                "OUTPUT_DIR", str(tmp_path / "eval")], tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert f"{UNSAFE_KEY} is True: loading {legacy}, which asks for argparse.Namespace" in run.stdout + run.stderr
