@@ -171,7 +171,7 @@ def test_msra_pkl_of_any_pickle_protocol_loads(tmp_path, protocol):
         blobs = pickle.load(f)
     with open(path, "wb") as f:
         pickle.dump(blobs, f, protocol=protocol)
-    model = build_model(plugin_cfg("fpn_r50.yaml")).eval()
+    model = build_model(plugin_cfg("fpn_r50.yaml"))  # training mode: a backbone-only file is fine
     PluginCheckpointer(model).load(str(path))
     conv = model.state_dict()["backbone.bottom_up.layer1.0.conv1.weight"]
     torch.testing.assert_close(conv, torch.as_tensor(blobs["res2_0_branch2a_w"]), rtol=0, atol=0)
@@ -181,7 +181,7 @@ def test_torchvision_pth_and_own_checkpoint_load(tmp_path):
     tv = torchvision_resnet(18, seed=2).state_dict()
     path = tmp_path / "resnet18-f37072fd.pth"
     torch.save(tv, path)
-    model = build_model(plugin_cfg("fpn_r18.yaml")).eval()
+    model = build_model(plugin_cfg("fpn_r18.yaml"))  # training mode: a backbone-only file is fine
     PluginCheckpointer(model).load(str(path))
     _assert_equal_tensors(model, {k: v for k, v in tv.items() if not k.startswith("fc.")},
                           "backbone.bottom_up.")
