@@ -7,6 +7,7 @@ from .checkpointer import (  # noqa: F401
     PixelFormat,
     PixelFormatMismatchError,
     PluginCheckpointer,
+    install_for_detectron2,
 )
 from .safe_load import UnsafeWeightsError  # noqa: F401
 
@@ -14,3 +15,6 @@ from .safe_load import UnsafeWeightsError  # noqa: F401
 torchvision_urls.register()
 # detectron2 0.6 and main read .pkl with plain pickle.load: DetectionCheckpointer now reads safely.
 safe_load.install()
+# detectron2's DetectionCheckpointer (DefaultPredictor, DefaultTrainer) converts and checks
+# plugin models' weights as PluginCheckpointer does.
+install_for_detectron2()

@@ -43,6 +43,8 @@ from .resnet_formats import (
 
 __all__ = [
     "PluginCheckpointer",
+    "box_predictor_classes",
+    "install_for_detectron2",
     "CheckpointMismatchError",
     "PixelFormatMismatchError",
     "PixelFormat",
@@ -97,7 +99,7 @@ class PluginCheckpointer(DetectionCheckpointer):
     """
 
     def __init__(self, model, save_dir: str = "", *, format_check: str = "error",
-                 allow_unsafe_pickle: bool = False, **kwargs):
+                 allow_unsafe_pickle: bool = False, for_inference: bool = False, **kwargs):
         """
         Args:
             model, save_dir, kwargs: as for ``DetectionCheckpointer``.
@@ -106,6 +108,10 @@ class PluginCheckpointer(DetectionCheckpointer):
             allow_unsafe_pickle: load files that ask for more than weights with plain pickle
                 (logged) instead of refusing them (``MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE``);
                 only for trusted files.
+            for_inference: True for prediction and evaluation: every weight of the model must
+                come from the file (a box predictor of another class count, or a backbone-only
+                file, is an error). False (default) for training, where a new box predictor
+                (fine-tuning to another class count) and ImageNet backbones are fine.
         """
         if format_check not in _CHECKS:
             raise ValueError(
@@ -114,6 +120,7 @@ class PluginCheckpointer(DetectionCheckpointer):
         super().__init__(model, save_dir, **kwargs)
         self.format_check = format_check
         self.allow_unsafe_pickle = bool(allow_unsafe_pickle)
+        self.for_inference = for_inference
         torchvision_urls.register()
 
     @classmethod
@@ -129,7 +136,7 @@ class PluginCheckpointer(DetectionCheckpointer):
         state = checkpoint["model"]
         self._convert_ndarray_to_tensor(state)
         state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-        kind, converted, fmt, assumed = self._convert(state, checkpoint.get("__author__"))
+        kind, converted, fmt, assumed = self._convert(state, checkpoint.get("__author__"), self.for_inference)
         logger.info("MODEL.WEIGHTS recognised as: %s", kind)
         if fmt is not None:
             self._check_pixel_format(fmt, kind, assumed)
@@ -139,10 +146,16 @@ class PluginCheckpointer(DetectionCheckpointer):
         return super()._load_model(checkpoint)
 
     def _convert(
-        self, state: Dict[str, torch.Tensor], author: Optional[str]
+        self, state: Dict[str, torch.Tensor], author: Optional[str], inference: bool = False
     ) -> Tuple[str, Dict[str, torch.Tensor], Optional[PixelFormat], bool]:
         """Return (description, state dict keyed like the model's, expected format, assumed?)."""
         model_state = self.model.state_dict()
+        kind, converted, fmt, assumed = self._convert_known(state, author, model_state, inference)
+        if inference and kind in _BACKBONE_ONLY:
+            _refuse_backbone_only(kind, converted, model_state)
+        return kind, converted, fmt, assumed
+
+    def _convert_known(self, state, author, model_state, inference):
         if author == "Caffe2" or is_caffe2_resnet(state):
             if not is_caffe2_resnet(state):
                 raise CheckpointMismatchError(
@@ -166,10 +179,12 @@ class PluginCheckpointer(DetectionCheckpointer):
             converted = detectron2_resnet_to_plugin(state, self.model)
             converted.pop("pixel_mean", None)
             converted.pop("pixel_std", None)
-            _check_complete(converted, model_state, "a detectron2 detector checkpoint")
+            _check_complete(converted, model_state, "a detectron2 detector checkpoint", inference)
             return "detectron2 detector (ResNet names converted)", converted, fmt, assumed
         if set(state) & set(model_state):
-            _check_complete(state, model_state, "a checkpoint of this model's architecture")
+            shared = len(set(state) & set(model_state))
+            _check_complete(state, model_state, f"a checkpoint that shares {shared} of its "
+                            f"{len(state)} weight names with the model", inference)
             return "checkpoint with this model's parameter names", state, None, False
         raise CheckpointMismatchError(_unrecognised_message(state, model_state))
 
@@ -217,6 +232,43 @@ class PluginCheckpointer(DetectionCheckpointer):
         if self.format_check == "error" and not assumed:
             raise PixelFormatMismatchError(message)
         logger.warning(message)
+
+
+def _has_plugin_modules(model) -> bool:
+    from ..modeling.vgg import VGG16
+
+    resnets, stages = find_resnet_modules(model)
+    return bool(resnets or stages) or any(isinstance(m, VGG16) for m in model.modules())
+
+
+def install_for_detectron2() -> None:
+    """Make detectron2's own ``DetectionCheckpointer`` load plugin models as
+    :class:`PluginCheckpointer` does: every weight format converted, with the same strictness.
+
+    ``DefaultPredictor``, ``DefaultTrainer`` and users' detectron2 code build a plain
+    ``DetectionCheckpointer``, whose name-matching heuristics find none of the plugin ResNet's
+    names in a detectron2 file and only warn, leaving the model random. Models without plugin
+    modules load exactly as before. Runs on ``import fpn_plugin``.
+    """
+    if getattr(DetectionCheckpointer._load_model, "_fpn_plugin", False):
+        return
+    original_load_model, original_load = DetectionCheckpointer._load_model, DetectionCheckpointer.load
+
+    def load(self, path, *args, **kwargs):
+        self._loaded_file = path  # the VGG16 flavour is told by the file name
+        return original_load(self, path, *args, **kwargs)
+
+    def _load_model(self, checkpoint):
+        if isinstance(self, PluginCheckpointer) or not _has_plugin_modules(self.model):
+            return original_load_model(self, checkpoint)
+        # An eval-mode model (DefaultPredictor makes one) is for prediction: nothing may stay random.
+        plugin = PluginCheckpointer(self.model, allow_unsafe_pickle=getattr(self, "allow_unsafe_pickle", False),
+                                    for_inference=not self.model.training)
+        plugin._loaded_file = getattr(self, "_loaded_file", "")
+        return plugin._load_model(checkpoint)
+
+    _load_model._fpn_plugin = True
+    DetectionCheckpointer.load, DetectionCheckpointer._load_model = load, _load_model
 
 
 def pixel_format_problems(model, fmt: PixelFormat):
@@ -268,8 +320,34 @@ def _detectron2_format(state) -> Tuple[PixelFormat, bool]:
     return MSRA_FORMAT, True
 
 
-def _check_complete(converted: Mapping[str, torch.Tensor], model_state, what: str) -> None:
-    """Every model weight must come from the file; only the class count may differ."""
+# The kinds of file that hold an ImageNet backbone only (see PluginCheckpointer._convert_known).
+_BACKBONE_ONLY = ("MSRA ImageNet ResNet (Caffe2 names)", "VGG16 ImageNet classifier",
+                  "torchvision ImageNet ResNet")
+
+
+def _refuse_backbone_only(kind: str, converted, model_state) -> None:
+    left = [k for k in model_state if k not in converted and not k.endswith(_OPTIONAL)]
+    if not left:
+        return  # a backbone-only model: nothing stays random
+    prefixes = sorted({".".join(k.split(".")[:2]) for k in left})
+    raise CheckpointMismatchError(
+        f"MODEL.WEIGHTS is an ImageNet backbone ({kind}), but this model is used for prediction "
+        f"or evaluation: {len(left)} of its weights (in {', '.join(prefixes[:6])}) would stay at "
+        "random initialisation. Give a trained detector checkpoint (model_final.pth of your "
+        "training, or a detectron2 model-zoo detector)."
+    )
+
+
+def box_predictor_classes(state: Mapping[str, torch.Tensor]) -> Optional[int]:
+    """The class count of a checkpoint's box predictor (None when it has none)."""
+    scores = state.get("roi_heads.box_predictor.cls_score.weight")
+    return None if scores is None else int(scores.shape[0]) - 1  # + background
+
+
+def _check_complete(converted: Mapping[str, torch.Tensor], model_state, what: str,
+                    inference: bool = False) -> None:
+    """Every model weight must come from the file; only the class count may differ, and only
+    for training (fine-tuning), never for prediction or evaluation."""
     missing = [k for k in model_state if k not in converted and not k.endswith(_OPTIONAL)]
     if missing:
         prefixes = sorted({".".join(k.split(".")[:2]) for k in missing})
@@ -288,9 +366,18 @@ def _check_complete(converted: Mapping[str, torch.Tensor], model_state, what: st
             f"MODEL.WEIGHTS is {what}, but weights have other shapes: {_fmt(details, 4)}."
         )
     if heads:
+        file_classes, model_classes = box_predictor_classes(converted), box_predictor_classes(model_state)
+        counts = f"the file's box predictor has {file_classes} classes, the model's {model_classes}"
+        if inference:
+            raise CheckpointMismatchError(
+                f"MODEL.WEIGHTS is {what}, but {counts} (MODEL.ROI_HEADS.NUM_CLASSES): predicting "
+                "or evaluating with it would leave the box predictor at random initialisation. Set "
+                f"MODEL.ROI_HEADS.NUM_CLASSES {file_classes} (and the datasets of those classes), "
+                "or give the checkpoint trained for this config."
+            )
         # Fine-tuning on another number of classes: detectron2 re-initialises the predictor.
-        logger.warning("The box predictor has another number of classes; it is not loaded: %s",
-                       _fmt(heads))
+        logger.warning("Fine-tuning to another class count: %s; the box predictor (%s) is not "
+                       "loaded and starts at random initialisation.", counts, _fmt(heads))
 
 
 def _unrecognised_message(state, model_state) -> str:

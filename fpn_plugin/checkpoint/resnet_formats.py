@@ -15,7 +15,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
-from ..modeling.resnet import RESNET_SPECS, PluginResNet, ResNetStage
+from ..modeling.resnet import (
+    RESNET_SPECS, PluginResNet, ResNetStage, detectron2_block_key, detectron2_resnet_key,
+)
 
 __all__ = [
     "CheckpointMismatchError",
@@ -255,13 +257,6 @@ def is_detectron2_resnet(state_dict: Mapping[str, torch.Tensor]) -> bool:
     return any(_D2_STEM.search(k) or _D2_BLOCK_NORM.search(k) for k in state_dict)
 
 
-def _d2_block_rename(rest: str) -> str:
-    """Inside a block: ``conv2.norm.bias`` -> ``bn2.bias``, ``shortcut.norm.x`` -> ``downsample.1.x``."""
-    rest = re.sub(r"^conv(\d)\.norm\.", r"bn\1.", rest)
-    rest = re.sub(r"^shortcut\.norm\.", "downsample.1.", rest)
-    return re.sub(r"^shortcut\.", "downsample.0.", rest)
-
-
 def detectron2_resnet_to_plugin(
     state_dict: Mapping[str, torch.Tensor], model: nn.Module
 ) -> Dict[str, torch.Tensor]:
@@ -291,21 +286,12 @@ def detectron2_resnet_to_plugin(
         new = key
         for prefix in resnets:
             if key.startswith(prefix):
-                rest = key[len(prefix):]
-                if rest.startswith("stem.conv1.norm."):
-                    rest = "bn1." + rest[len("stem.conv1.norm."):]
-                elif rest.startswith("stem.conv1."):
-                    rest = "conv1." + rest[len("stem.conv1."):]
-                else:
-                    m = re.match(r"^res([2-5])\.(\d+)\.(.*)$", rest)
-                    if m:
-                        rest = f"layer{int(m.group(1)) - 1}.{m.group(2)}.{_d2_block_rename(m.group(3))}"
-                new = prefix + rest
+                new = prefix + detectron2_resnet_key(key[len(prefix):])
         for prefix in stages:
             if key.startswith(prefix):
                 m = re.match(r"^(\d+)\.(.*)$", key[len(prefix):])
                 if m:
-                    new = f"{prefix}{m.group(1)}.{_d2_block_rename(m.group(2))}"
+                    new = f"{prefix}{m.group(1)}.{detectron2_block_key(m.group(2))}"
         out[new] = value
 
     for prefix, module in resnets.items():

@@ -20,6 +20,7 @@ from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
 from ..config import add_fpn_plugin_config
+from ..data import register_datasets_from_config
 from ..precision import PRECISIONS
 from .images import ImageLoadError, load_image
 from .inputs import expand_inputs
@@ -76,6 +77,9 @@ def _setup_cfg(args):
     if args.allow_unsafe_pickle:
         cfg.MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE = True
     cfg.MODEL.DEVICE = args.device
+    # The config's own datasets (DATASETS.CUSTOM ...): their class names, when the checkpoint
+    # carries none (nothing is loaded here, so their files need not exist).
+    register_datasets_from_config(cfg, args.config_file)
     cfg.freeze()
     return cfg
 

@@ -9,7 +9,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..checkpoint import PluginCheckpointer
-from ..checkpoint.metadata import class_names_from_checkpoint
+from ..checkpoint.metadata import fit_classes_to_checkpoint
 from ..device import resolve_device
 from ..precision import choose_precision
 from .images import load_image
@@ -46,7 +46,8 @@ class Predictor:
     :func:`~fpn_plugin.inference.images.load_image` (EXIF orientation, grayscale, RGBA, 16-bit,
     an explicit channel order for arrays); a list of images runs in batches of ``batch_size``
     in one forward each; weights load through :class:`PluginCheckpointer` (every format it
-    knows), and the class names come from the checkpoint when the trainer wrote them there.
+    knows, and every weight of the model from the file), and the class count and names come
+    from the checkpoint when the trainer wrote them there.
     ``fast_cpu=True`` runs the model in the CPU fast form of
     :func:`~fpn_plugin.inference.fast_cpu.optimize_for_cpu` (same detections up to fp32
     rounding; with precision "bf16" its backbone in bf16).
@@ -69,11 +70,17 @@ class Predictor:
         self.cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
         # "auto", "fp32", "fp16" or "bf16", resolved by the project's one policy.
         self.precision = choose_precision(precision, self.cfg.MODEL.DEVICE, setting="Predictor precision").name
+        if not self.cfg.MODEL.WEIGHTS:
+            raise ValueError(
+                "MODEL.WEIGHTS is empty: prediction needs trained weights (predict.py --weights, "
+                "or MODEL.WEIGHTS in the config); a model without them is random."
+            )
+        # The class count and names the checkpoint was trained with, before the model is built.
+        self.class_names = fit_classes_to_checkpoint(self.cfg, _class_names_from_datasets(cfg))
         self.model = build_model(self.cfg)
         self.model.eval()
-        checkpointer = PluginCheckpointer.from_config(self.cfg, self.model)  # honours FORMAT_CHECK
-        extra = checkpointer.load(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else {}
-        self.class_names = class_names_from_checkpoint(extra) or _class_names_from_datasets(cfg)
+        # Every weight from the file (nothing left random), FORMAT_CHECK and the safe readers.
+        PluginCheckpointer.from_config(self.cfg, self.model, for_inference=True).load(self.cfg.MODEL.WEIGHTS)
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )

@@ -21,6 +21,7 @@ from detectron2.utils.visualizer import Visualizer
 from torch import nn
 
 from ..checkpoint import PluginCheckpointer
+from ..checkpoint.metadata import fit_classes_to_checkpoint
 from ..compat import has_compiled_ops
 from ..config import add_fpn_plugin_config
 from ..data import setup_datasets
@@ -100,10 +101,14 @@ def proposal_recall(cfg, dataset_name: str, output_dir: Optional[str] = None) ->
         dict: ``{"AR@100": ..., "ARs@100": ..., ..., "AR@1000": ...}`` in percent.
     """
     output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "proposals")
-    detector = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        PluginCheckpointer(detector).load(cfg.MODEL.WEIGHTS)
+        cfg = cfg.clone()
+        cfg.defrost()
+        fit_classes_to_checkpoint(cfg)  # the checkpoint's class count, so every weight loads
+    detector = build_model(cfg)
     detector.eval()
+    if cfg.MODEL.WEIGHTS:
+        PluginCheckpointer.from_config(cfg, detector, for_inference=True).load(cfg.MODEL.WEIGHTS)
     # AR@1000 needs 1000 proposals per image, whatever the detector keeps for its ROI heads.
     model = ProposalsOnly(detector, post_nms_topk=max(1000, cfg.MODEL.RPN.POST_NMS_TOPK_TEST))
     # The loader first: it loads the dataset, which writes generated data's JSON (the shapes)

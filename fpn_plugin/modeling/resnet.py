@@ -5,6 +5,7 @@ The modules are named exactly like ``torchvision.models.resnet*`` (``conv1``, ``
 torchvision ImageNet state dict loads with no renaming (minus its ``fc`` classifier). The outputs
 are named like detectron2's ResNet: ``res2``..``res5`` (``layer1``..``layer4``), strides 4..32.
 """
+import re
 from typing import Dict, Sequence
 
 import torch
@@ -131,6 +132,49 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
+def detectron2_block_key(rest: str) -> str:
+    """A key inside a detectron2 ResNet block, in this module's names.
+
+    ``conv2.norm.bias`` -> ``bn2.bias``, ``shortcut.norm.x`` -> ``downsample.1.x``,
+    ``shortcut.weight`` -> ``downsample.0.weight``; other keys are returned unchanged.
+    """
+    rest = re.sub(r"^conv(\d)\.norm\.", r"bn\1.", rest)
+    rest = re.sub(r"^shortcut\.norm\.", "downsample.1.", rest)
+    return re.sub(r"^shortcut\.", "downsample.0.", rest)
+
+
+def detectron2_resnet_key(rest: str) -> str:
+    """A key of detectron2's ResNet (``stem.conv1.norm.weight``, ``res2.0.conv1.weight``) in
+    :class:`PluginResNet`'s names (``bn1.weight``, ``layer1.0.conv1.weight``); keys that are
+    already the plugin's are returned unchanged."""
+    if rest.startswith("stem.conv1.norm."):
+        return "bn1." + rest[len("stem.conv1.norm."):]
+    if rest.startswith("stem.conv1."):
+        return "conv1." + rest[len("stem.conv1."):]
+    m = re.match(r"^res([2-5])\.(\d+)\.(.*)$", rest)
+    if m:
+        return f"layer{int(m.group(1)) - 1}.{m.group(2)}.{detectron2_block_key(m.group(3))}"
+    return rest
+
+
+def _rename_keys(state_dict, prefix: str, rename) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        new = prefix + rename(key[len(prefix):])
+        if new != key:
+            state_dict[new] = state_dict.pop(key)
+
+
+def _load_detectron2_resnet_names(module, state_dict, prefix, *args):
+    # A load_state_dict pre-hook: detectron2 detector checkpoints load with plain
+    # model.load_state_dict too (and then strictly, as torch checks every key).
+    _rename_keys(state_dict, prefix, detectron2_resnet_key)
+
+
+def _load_detectron2_block_names(module, state_dict, prefix, *args):
+    _rename_keys(state_dict, prefix, lambda rest: re.sub(
+        r"^(\d+)\.(.*)$", lambda m: f"{m.group(1)}.{detectron2_block_key(m.group(2))}", rest))
+
+
 class ResNetStage(nn.Sequential):
     """One ResNet stage (torchvision's ``layerN``): a sequence of blocks.
 
@@ -145,6 +189,8 @@ class ResNetStage(nn.Sequential):
         super().__init__(*blocks)
         self.torchvision_name = torchvision_name
         self.stride_in_1x1 = stride_in_1x1
+        # As the C4 model's ROI head (roi_heads.res5.0.conv1.norm.* in detectron2's files).
+        self._register_load_state_dict_pre_hook(_load_detectron2_block_names, with_module=True)
 
     def freeze(self) -> "ResNetStage":
         """Freeze every block (``requires_grad=False``, BatchNorm -> FrozenBatchNorm2d)."""
@@ -211,6 +257,7 @@ class PluginResNet(Backbone):
         self.bn1 = _norm(norm, 64)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         _init_weights(self)
+        self._register_load_state_dict_pre_hook(_load_detectron2_resnet_names, with_module=True)
 
         num_stages = _STAGE_NAMES.index(self._out_features[-1]) + 1
         self.stage_names = []

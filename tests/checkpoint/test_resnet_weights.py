@@ -158,7 +158,10 @@ def test_own_checkpoint_roundtrip_and_class_count_change(tmp_path, caplog):
     other = _tv_model(18, **{"MODEL.ROI_HEADS.NUM_CLASSES": 20})
     with caplog.at_level(logging.WARNING):
         PluginCheckpointer(other).load(str(path))
-    assert "another number of classes" in caplog.text
+    assert "Fine-tuning to another class count: the file's box predictor has 80 classes, the model's 20" in caplog.text
+    # For prediction the same file is refused: the predictor would stay random.
+    with pytest.raises(CheckpointMismatchError, match="box predictor has 80 classes, the model's 20"):
+        PluginCheckpointer(_tv_model(18, **{"MODEL.ROI_HEADS.NUM_CLASSES": 20}), for_inference=True).load(str(path))
     # A checkpoint missing a backbone weight is an error, not a silent random init.
     broken = dict(model.state_dict())
     del broken["backbone.bottom_up.layer2.0.conv1.weight"]

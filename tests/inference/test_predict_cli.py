@@ -175,3 +175,41 @@ def test_top_k_proposals_are_drawn_per_image(tiny_detector, mixed_folder, tmp_pa
     assert code == 0
     assert sorted(p.name for p in (out / "proposals").iterdir()) == ["a_photo.jpg", "e_phone.jpg"]
     assert cv2.imread(str(out / "proposals" / "e_phone.jpg")).shape[:2] == (100, 60)
+
+
+def test_the_class_count_and_names_come_from_the_checkpoint(tiny_detector, tmp_path, capsys):
+    # The config says 80 classes (detectron2's default) and registers no dataset; the
+    # checkpoint was trained for 3 named classes: those are what predict.py must use.
+    cfg, weights = tiny_detector
+    cfg = cfg.clone()
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), _picture(90, 120, 0))
+    out = tmp_path / "out"
+    code = main(["--config-file", str(_config_file(cfg, tmp_path)), "--weights", str(weights),
+                 "--input", str(folder), "--output", str(out), "--no-vis", "--score-threshold", "0"])
+    assert code == 0
+    results = json.loads((out / "predictions.json").read_text())
+    assert results and {r["category_name"] for r in results} <= set(CLASS_NAMES)
+
+
+def test_a_checkpoint_whose_box_predictor_does_not_fit_is_refused(tiny_detector, tmp_path, capsys):
+    import torch
+
+    # A detectron2 model-zoo style file: weights only, no class names, 3 classes.
+    cfg, weights = tiny_detector
+    bare = tmp_path / "no_names.pth"
+    torch.save({"model": torch.load(weights, weights_only=True)["model"]}, bare)
+    cfg = cfg.clone()
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), _picture(90, 120, 0))
+    code = main(["--config-file", str(_config_file(cfg, tmp_path)), "--weights", str(bare),
+                 "--input", str(folder), "--output", str(tmp_path / "out"), "--score-threshold", "0"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "has a box predictor for 3 classes, but MODEL.ROI_HEADS.NUM_CLASSES is 1" in err
+    assert "Set MODEL.ROI_HEADS.NUM_CLASSES 3" in err
+    assert not (tmp_path / "out" / "predictions.json").exists()
