@@ -70,6 +70,9 @@ def _add_engine_keys(_C: CN) -> None:
     _C.SOLVER.IMS_PER_DEVICE = 0
     # Forward/backward passes summed into one optimizer step (one iteration).
     _C.SOLVER.ACCUMULATION_STEPS = 1
+    # The divergence guard also stops on a finite total loss above this many times its median
+    # over the last 20 iterations (an explosion on its way to NaN); 0 = only NaN/inf stop it.
+    _C.SOLVER.LOSS_EXPLOSION_FACTOR = 100.0
     # How BASE_LR follows the batch when it differs from the reference: linear, sqrt or none.
     _C.SOLVER.LR_SCALING = "linear"
     # When > 0, train this many epochs: MAX_ITER is computed from the training set size.

@@ -1,6 +1,8 @@
 """One training step: gradient accumulation, mixed precision and a check for divergence."""
+import collections
 import contextlib
 import math
+import statistics
 import time
 
 import torch
@@ -12,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .precision import Precision
 from .rng import preserve_rng_state
 
-__all__ = ["AccumulatingTrainer", "NonFiniteLossError"]
+__all__ = ["AccumulatingTrainer", "LossExplosionGuard", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -24,13 +26,46 @@ class NonFiniteLossError(FloatingPointError):
         lr (float): the learning rate of that iteration.
         loss_terms (dict[str, float]): the loss terms (averaged over the micro-batches so far).
         where (str): "loss" or "gradients".
+        exploded (bool): the loss is finite but far above its recent level (see
+            :class:`LossExplosionGuard`), a divergence on its way to NaN.
     """
 
-    def __init__(self, iteration: int, lr: float, loss_terms: dict, where: str, detail: str = ""):
+    def __init__(self, iteration: int, lr: float, loss_terms: dict, where: str, detail: str = "",
+                 exploded: bool = False):
         self.iteration, self.lr, self.loss_terms, self.where = iteration, lr, loss_terms, where
-        self.detail = detail
+        self.detail, self.exploded = detail, exploded
         terms = ", ".join(f"{k}={v:.4g}" for k, v in loss_terms.items())
         super().__init__(f"non-finite {where} at iteration {iteration} (lr {lr:.4g}): {terms} {detail}")
+
+
+class LossExplosionGuard:
+    """Tells a finite loss that has exploded: ``factor`` times its median of recent iterations.
+
+    A run whose loss went from 2.5 to 2.5e8 in 20 iterations trains on to a model with no
+    detections if only NaN/inf stop it. The median of the last ``window`` iterations is the
+    level; it is judged once ``min_history`` of them are known (the first iterations of a run
+    from scratch move a lot). ``factor`` 0 turns it off.
+    """
+
+    def __init__(self, factor: float, window: int = 20, min_history: int = 10):
+        if factor < 0 or 0 < factor <= 1:
+            raise ValueError(
+                f"SOLVER.LOSS_EXPLOSION_FACTOR is {factor}: it must be > 1 (how many times its "
+                "recent median the loss may reach), or 0 to turn the check off."
+            )
+        self.factor, self.min_history = factor, min_history
+        self.history = collections.deque(maxlen=window)
+
+    def check(self, loss: float) -> str:
+        """Record ``loss``; return why it exploded ("" when it has not)."""
+        if self.factor and len(self.history) >= self.min_history:
+            level = statistics.median(self.history)
+            if level > 0 and loss > self.factor * level:
+                return (f"the total loss {loss:.4g} is {loss / level:.3g}x its median {level:.4g} "
+                        f"over the last {len(self.history)} iterations (SOLVER.LOSS_EXPLOSION_FACTOR "
+                        f"{self.factor:g})")
+        self.history.append(loss)
+        return ""
 
 
 def _all_ranks_agree(flag: bool, device: torch.device) -> bool:
@@ -62,9 +97,12 @@ class AccumulatingTrainer(SimpleTrainer):
         model, data_loader, optimizer: as for ``SimpleTrainer``.
         accumulation_steps (int): forward/backward passes per optimizer step.
         precision (Precision): autocast and loss scaling; fp32 when None.
+        explosion_guard (LossExplosionGuard): stops on a finite loss that has exploded; off
+            when None.
     """
 
-    def __init__(self, model, data_loader, optimizer, accumulation_steps=1, precision=None):
+    def __init__(self, model, data_loader, optimizer, accumulation_steps=1, precision=None,
+                 explosion_guard=None):
         # SimpleTrainer.__init__ sets what SimpleTrainer's methods read, and that differs by
         # version: detectron2 0.6 sets model, data_loader, optimizer and the data iterator;
         # git main also gather_metric_period, zero_grad_before_forward, async_write_metrics
@@ -78,6 +116,7 @@ class AccumulatingTrainer(SimpleTrainer):
         self._data_iter = None
         self.accumulation_steps = int(accumulation_steps)
         self.precision = precision or Precision("fp32", "cpu")
+        self.explosion_guard = explosion_guard
 
     @property
     def _data_loader_iter(self):
@@ -146,6 +185,15 @@ class AccumulatingTrainer(SimpleTrainer):
                         self.iter, self._lr(), {n: v.item() * k / (i + 1) for n, v in totals.items()}, "loss"
                     )
                 self.precision.backward(losses / k)
+
+        if self.explosion_guard is not None:
+            # Before the optimizer step: the weights keep what gave the last sane loss.
+            why = self.explosion_guard.check(float(sum(totals.values())))
+            if not _all_ranks_agree(not why, next(iter(totals.values())).device):
+                raise NonFiniteLossError(
+                    self.iter, self._lr(), {n: v.item() for n, v in totals.items()}, "loss",
+                    detail=why or "on another process", exploded=True,
+                )
 
         # The hook stage git main's SimpleTrainer.run_step has (detectron2 0.6 has none).
         after_backward = getattr(self, "after_backward", None)

@@ -21,7 +21,7 @@ from .data import build_resumable_train_loader
 from .precision import Precision, resolve_precision
 from .rng import get_rng_state, preserve_rng_state, set_rng_state
 from .schedule import apply_epochs, epoch_rows, format_table, scale_schedule
-from .train_loop import AccumulatingTrainer, NonFiniteLossError
+from .train_loop import AccumulatingTrainer, LossExplosionGuard, NonFiniteLossError
 
 __all__ = ["Trainer", "TrainingDivergedError"]
 
@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(FloatingPointError):
-    """Training stopped on a NaN/inf loss or gradient; the message says what to try."""
+    """Training stopped on a NaN/inf or exploded loss, or a NaN/inf gradient; the message says
+    what to try."""
 
 
 def _class_names(cfg):
@@ -94,7 +95,8 @@ class Trainer(DefaultTrainer):
         self.precision = Precision(resolve_precision(cfg, cfg.MODEL.DEVICE), cfg.MODEL.DEVICE)
         logger.info(f"Training on {cfg.MODEL.DEVICE} in {self.precision.name}.")
         self._trainer = AccumulatingTrainer(
-            model, data_loader, optimizer, cfg.SOLVER.ACCUMULATION_STEPS, self.precision
+            model, data_loader, optimizer, cfg.SOLVER.ACCUMULATION_STEPS, self.precision,
+            LossExplosionGuard(cfg.SOLVER.LOSS_EXPLOSION_FACTOR),
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = self.build_checkpointer(cfg, model, trainer=weakref.proxy(self))
@@ -363,7 +365,8 @@ class Trainer(DefaultTrainer):
         else:
             kept = "No checkpoint was written before this iteration (SOLVER.CHECKPOINT_PERIOD)."
         return (
-            f"Training diverged at iteration {e.iteration}: the {e.where} became NaN or infinite{detected}.\n"
+            f"Training diverged at iteration {e.iteration}: the {e.where} "
+            f"{'exploded while finite' if e.exploded else 'became NaN or infinite'}{detected}.\n"
             f"  learning rate: {e.lr:.6g}\n  loss terms:\n{terms}\n{kept}\nWhat to try:\n"
             f"  - a lower learning rate: SOLVER.BASE_LR (now {s.BASE_LR:.6g});\n"
             f"  - a longer warmup: SOLVER.WARMUP_ITERS (now {s.WARMUP_ITERS}) or a smaller "

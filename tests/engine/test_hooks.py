@@ -230,3 +230,44 @@ def test_the_divergence_advice_on_clipping_follows_the_config(tmp_path):
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED, cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = True, 5.0
     advice = Trainer._clipping_advice(SimpleNamespace(cfg=cfg))
     assert "it is on" in advice and "CLIP_VALUE 5" in advice and "ENABLED True" not in advice
+
+
+def test_the_explosion_guard_judges_against_the_recent_median():
+    from fpn_plugin.engine.train_loop import LossExplosionGuard
+
+    guard = LossExplosionGuard(100.0, window=20, min_history=10)
+    assert all(guard.check(v) == "" for v in [1e4] + [2.5] * 9)  # an early spike is history only
+    assert guard.check(200.0) == ""  # 80x the median 2.5: not yet
+    why = guard.check(2.5e8)
+    assert why.startswith("the total loss 2.5e+08 is 1e+08x its median 2.5 over the last 11")
+    off = LossExplosionGuard(0.0)
+    assert all(off.check(v) == "" for v in [1.0] * 20 + [1e12])
+    with pytest.raises(ValueError, match="SOLVER.LOSS_EXPLOSION_FACTOR is 0.5: it must be > 1"):
+        LossExplosionGuard(0.5)
+
+
+if "ExplodingAtIterationRCNN" not in META_ARCH_REGISTRY:
+
+    @META_ARCH_REGISTRY.register()
+    class ExplodingAtIterationRCNN(GeneralizedRCNN):
+        """Faster R-CNN whose classification loss is 1e7 times larger from iteration 12 on."""
+
+        def forward(self, batched_inputs):
+            losses = super().forward(batched_inputs)
+            if self.training and get_event_storage().iter >= 12:
+                losses["loss_cls"] = losses["loss_cls"] * 1e7
+            return losses
+
+
+@pytest.mark.slow
+def test_a_finite_exploded_loss_stops_with_the_divergence_message(tmp_path):
+    cfg = _cfg(tmp_path, 20, SOLVER__CHECKPOINT_PERIOD=5, MODEL__META_ARCHITECTURE="ExplodingAtIterationRCNN")
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    with pytest.raises(TrainingDivergedError) as info:
+        trainer.train()
+    message = str(info.value)
+    assert "Training diverged at iteration 12: the loss exploded while finite (the total loss" in message
+    assert "x its median" in message and "SOLVER.LOSS_EXPLOSION_FACTOR 100" in message
+    assert "The last good checkpoint is kept" in message and "model_0000009.pth" in message
+    assert not (tmp_path / "out" / "model_final.pth").exists()
