@@ -73,12 +73,8 @@ def test_voc_subset_perfect_predictions_give_100():
 
 @pytest.mark.parametrize("dataset", ["voc2007_subset val", "facemask_coco val"])
 def test_ground_truth_proposals_recall_100_on_the_shared_data(tmp_path, dataset):
-    import pickle
-
-    import numpy as np
-
     from fpn_plugin.inference.proposals import proposal_recall
-    from inference.conftest import tiny_cfg
+    from inference.conftest import ground_truth_proposals_cfg
 
     if dataset.startswith("voc"):
         if not (VOC / "Annotations").is_dir():
@@ -95,20 +91,7 @@ def test_ground_truth_proposals_recall_100_on_the_shared_data(tmp_path, dataset)
         dicts = DatasetCatalog.get(name)[:12]
         DatasetCatalog.remove(name)
         DatasetCatalog.register(name, lambda: dicts)
-        # Precomputed proposals (detectron2's file format) that are the ground-truth boxes.
-        proposal_file = tmp_path / "proposals.pkl"
-        boxes = [np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-                           for a in d["annotations"]], np.float32).reshape(-1, 4) for d in dicts]
-        with open(proposal_file, "wb") as f:
-            pickle.dump({"ids": [d["image_id"] for d in dicts], "boxes": boxes,
-                         "objectness_logits": [np.ones(len(b), np.float32) for b in boxes],
-                         "bbox_mode": BoxMode.XYXY_ABS}, f)
-        cfg = tiny_cfg()
-        cfg.MODEL.LOAD_PROPOSALS = True
-        cfg.MODEL.PROPOSAL_GENERATOR.NAME = "PrecomputedProposals"
-        cfg.DATASETS.TEST = (name,)
-        cfg.DATASETS.PROPOSAL_FILES_TEST = (str(proposal_file),)
-        cfg.DATALOADER.NUM_WORKERS = 0
+        cfg = ground_truth_proposals_cfg(name, dicts, tmp_path / "proposals.pkl")
         recall = proposal_recall(cfg, name, output_dir=str(tmp_path / "eval"))
     finally:
         DatasetCatalog.remove(name)

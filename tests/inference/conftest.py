@@ -41,3 +41,28 @@ def tiny_detector(tmp_path_factory):
     torch.save({"model": model.state_dict(), "metadata": ModelMetadata(CLASS_NAMES).state_dict()}, path)
     cfg.MODEL.WEIGHTS = str(path)
     return cfg, path
+
+
+def ground_truth_proposals_cfg(dataset: str, records, path):
+    """A tiny_cfg that reads precomputed proposals which are exactly ``records``' boxes.
+
+    The proposals are written to ``path`` in detectron2's file format (XYXY_ABS boxes).
+    """
+    import pickle
+
+    import numpy as np
+    from detectron2.structures import BoxMode
+
+    boxes = [np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+                       for a in r["annotations"]], np.float32).reshape(-1, 4) for r in records]
+    with open(path, "wb") as f:
+        pickle.dump({"ids": [r["image_id"] for r in records], "boxes": boxes,
+                     "objectness_logits": [np.ones(len(b), np.float32) for b in boxes],
+                     "bbox_mode": BoxMode.XYXY_ABS}, f)
+    cfg = tiny_cfg()
+    cfg.MODEL.LOAD_PROPOSALS = True
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "PrecomputedProposals"
+    cfg.DATASETS.TEST = (dataset,)
+    cfg.DATASETS.PROPOSAL_FILES_TEST = (str(path),)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    return cfg

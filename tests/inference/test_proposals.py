@@ -9,7 +9,7 @@ from detectron2.structures import BoxMode, Instances, Boxes
 
 from fpn_plugin.inference.proposals import ProposalsOnly, draw_proposals, proposal_recall
 
-from .conftest import CLASS_NAMES, tiny_cfg
+from .conftest import CLASS_NAMES, ground_truth_proposals_cfg
 
 
 def _dataset(tmp_path, string_ids=False):
@@ -36,21 +36,7 @@ def gt_proposal_setup(tmp_path, request):
     records = _dataset(tmp_path, string_ids=request.param == "string ids")
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(thing_classes=CLASS_NAMES)
-    # Precomputed proposals in detectron2's file format: exactly the ground-truth boxes.
-    proposal_file = tmp_path / "proposals.pkl"
-    with open(proposal_file, "wb") as f:
-        pickle.dump({
-            "ids": [r["image_id"] for r in records],
-            "boxes": [np.array([a["bbox"] for a in r["annotations"]], np.float32) for r in records],
-            "objectness_logits": [np.ones(len(r["annotations"]), np.float32) for r in records],
-            "bbox_mode": BoxMode.XYXY_ABS,
-        }, f)
-    cfg = tiny_cfg()
-    cfg.MODEL.LOAD_PROPOSALS = True
-    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "PrecomputedProposals"
-    cfg.DATASETS.TEST = (name,)
-    cfg.DATASETS.PROPOSAL_FILES_TEST = (str(proposal_file),)
-    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg = ground_truth_proposals_cfg(name, records, tmp_path / "proposals.pkl")
     yield cfg, name
     DatasetCatalog.remove(name)
 
