@@ -27,3 +27,14 @@ def test_plugin_config_defaults_to_a_device_that_exists():
     cfg = add_fpn_plugin_config(get_cfg())
     assert cfg.MODEL.DEVICE == resolve_device("auto")
     torch.zeros(1, device=cfg.MODEL.DEVICE)
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_both_branches_of_auto_by_simulating_the_gpu(monkeypatch, gpu):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    assert resolve_device("auto") == ("cuda" if gpu else "cpu")
+    if gpu:
+        assert resolve_device("cuda:1") == "cuda:1"
+    else:
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+            resolve_device("cuda")

@@ -163,3 +163,16 @@ def test_rotated_nms_is_the_compiled_op_and_agrees_with_axis_aligned_nms(seed):
     classes = torch.arange(len(boxes)) % 3
     keep = batched_nms_rotated(boxes, scores, classes, 0.5)
     assert sorted(keep.tolist()) == sorted(batched_nms(aligned, scores, classes, 0.5).tolist())
+
+
+@pytest.mark.parametrize("ops", [False, True])
+def test_the_evaluator_choice_follows_the_compiled_ops_check(dataset, tmp_path, monkeypatch, ops):
+    # Both branches on every host, by simulating the one check (fpn_plugin.compat.has_compiled_ops).
+    from fpn_plugin.evaluation import coco
+
+    monkeypatch.setattr(coco, "has_compiled_ops", lambda: ops)
+    ev = COCODetectionEvaluator(dataset, output_dir=str(tmp_path), distributed=False)
+    assert ev._use_fast_impl is ops
+    if not ops:
+        with pytest.raises(ValueError, match="compiled ops"):
+            COCODetectionEvaluator(dataset, output_dir=str(tmp_path), distributed=False, use_fast_impl=True)
