@@ -14,7 +14,9 @@ Keys of one dataset:
 - ``FORMAT``: ``coco`` (a COCO JSON and an image folder), ``vocdevkit`` (``Annotations/``,
   ``JPEGImages/`` and ``ImageSets/Main/<SPLIT>.txt``; SPLIT may also be a ``.txt`` list file)
   or ``voc_folder`` (a flat folder of images and XMLs; ``ANNOTATIONS`` and ``IMAGES`` may name
-  two folders instead of ``DIR``).
+  two folders instead of ``DIR``; ``SPLIT`` a text file of image ids, one per line, or a CSV
+  with a ``filename`` column, relative to the config; without it, every XML of the folder).
+- Any other key, or a key of another format (``SPLIT`` for ``coco``), is an error naming it.
 - ``CLASSES``: the class names in contiguous-id order. Optional: by default they come from the
   data (COCO categories by id; for VOC, the sorted names found in all the XML files of the
   folder, not only of the split, so train and val agree).
@@ -36,12 +38,68 @@ from detectron2.data.datasets import register_coco_instances
 from .paths import datasets_root, resolve_path
 from .voc import load_voc_folder, load_vocdevkit, voc_class_names
 
-__all__ = ["FORMATS", "register_custom_datasets", "register_custom_dataset", "coco_class_names"]
+__all__ = ["FORMATS", "register_custom_datasets", "register_custom_dataset", "coco_class_names",
+           "check_keys", "read_split_file"]
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("coco", "vocdevkit", "voc_folder")
 _REQUIRED = {"coco": ("JSON", "IMAGES"), "vocdevkit": ("DIR", "SPLIT"), "voc_folder": ()}
+# Every key each format reads: any other key is an error, never silently ignored (a SPLIT that
+# a format drops makes train and test the same images).
+_ALLOWED = {
+    "coco": ("FORMAT", "JSON", "IMAGES", "CLASSES"),
+    "vocdevkit": ("FORMAT", "DIR", "SPLIT", "YEAR", "CLASSES"),
+    "voc_folder": ("FORMAT", "DIR", "ANNOTATIONS", "IMAGES", "SPLIT", "YEAR", "CLASSES"),
+}
+# Column names of a split CSV that hold the image file name (as exported datasets name it).
+_CSV_FILE_COLUMNS = ("filename", "file_name", "image", "image_id", "id")
+
+
+def check_keys(where: str, given, allowed, other_uses: Optional[Dict[str, str]] = None) -> None:
+    """Raise for a key of ``given`` not in ``allowed``, naming it, the closest match and all.
+
+    Args:
+        where: the config node, e.g. ``DATASETS.CUSTOM.masks_train``.
+        given, allowed: key names.
+        other_uses: {key: where else it means something}, for a clearer message.
+    """
+    import difflib
+
+    for key in given:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        elsewhere = f" ({other_uses[key]})" if other_uses and key in other_uses else ""
+        raise ValueError(
+            f"{where}.{key} is not a key here{elsewhere}.{hint} The keys here are: "
+            f"{', '.join(allowed)}."
+        )
+
+
+def read_split_file(path: str) -> List[str]:
+    """The image ids a split file lists: a text file of ids (one per line, as VOC's
+    ImageSets), or a CSV whose ``filename`` column names the images (ids are the file stems)."""
+    import csv
+
+    if path.lower().endswith(".csv"):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        columns = {c.strip().lower(): c for c in (rows[0].keys() if rows else [])}
+        column = next((columns[c] for c in _CSV_FILE_COLUMNS if c in columns), None)
+        if column is None:
+            raise ValueError(
+                f"The split CSV {path} has no file-name column: it needs one of "
+                f"{list(_CSV_FILE_COLUMNS)} (its columns: {list(columns.values())})."
+            )
+        ids = [os.path.splitext(os.path.basename(r[column].strip()))[0] for r in rows if r[column].strip()]
+    else:
+        with open(path) as f:
+            ids = [line.split()[0] for line in f if line.strip() and not line.startswith("#")]
+    if not ids:
+        raise ValueError(f"The split file {path} lists no images.")
+    return list(dict.fromkeys(ids))  # in order, each once
 
 
 def coco_class_names(json_file: str) -> Tuple[List[str], Dict[int, int]]:
@@ -94,6 +152,9 @@ def register_custom_dataset(
     key = f"DATASETS.CUSTOM.{name}"
     if fmt not in FORMATS:
         raise ValueError(f"{key}.FORMAT is {spec.get('FORMAT')!r}; use one of {list(FORMATS)}.")
+    other_uses = {k: "used by FORMAT " + " and ".join(f for f in FORMATS if k in _ALLOWED[f])
+                  for f in FORMATS for k in _ALLOWED[f] if k not in _ALLOWED[fmt]}
+    check_keys(key, spec, _ALLOWED[fmt], other_uses)
     missing = [k for k in _REQUIRED[fmt] if not spec.get(k)]
     if fmt == "voc_folder" and not spec.get("DIR") and not spec.get("ANNOTATIONS"):
         missing.append("DIR (or ANNOTATIONS and IMAGES)")
@@ -138,7 +199,8 @@ def register_custom_dataset(
             ann_dir = path("ANNOTATIONS") if spec.get("ANNOTATIONS") else path("DIR")
             img_dir = path("IMAGES") if spec.get("IMAGES") else ann_dir
             classes = listed or voc_class_names(_xml_files(ann_dir))
-            DatasetCatalog.register(name, lambda: load_voc_folder(ann_dir, img_dir, None, classes))
+            ids = read_split_file(path("SPLIT")) if spec.get("SPLIT") else None
+            DatasetCatalog.register(name, lambda: load_voc_folder(ann_dir, img_dir, ids, classes))
         meta = MetadataCatalog.get(name)
         meta.set(thing_classes=list(classes), evaluator_type="pascal_voc")
         if spec.get("YEAR"):

@@ -18,7 +18,7 @@ from .paths import datasets_root
 from .synthetic import ShapesSpec, register_shapes
 
 __all__ = ["setup_datasets", "register_datasets_from_config", "sync_num_classes",
-           "dataset_classes"]
+           "dataset_classes", "warn_on_shared_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,4 +109,37 @@ def setup_datasets(cfg, config_file: Optional[str] = None) -> int:
         The number of classes.
     """
     register_datasets_from_config(cfg, config_file)
-    return sync_num_classes(cfg)
+    num = sync_num_classes(cfg)
+    warn_on_shared_images(cfg)
+    return num
+
+
+def _image_files(name: str) -> set:
+    return {os.path.realpath(d["file_name"]) for d in DatasetCatalog.get(name)}
+
+
+def warn_on_shared_images(cfg) -> int:
+    """Warn when a training and a test dataset of the config share images; return the count.
+
+    Only datasets declared in ``DATASETS.CUSTOM`` are compared (they are loaded for it): the
+    builtin COCO and VOC splits are disjoint, and user-made splits are where a model ends up
+    scored on its own training images.
+    """
+    custom = set((cfg.DATASETS.get("CUSTOM", {}) or {}).keys())
+    train = [n for n in cfg.DATASETS.TRAIN if n in custom]
+    test = [n for n in cfg.DATASETS.TEST if n in custom]
+    if not train or not test:
+        return 0
+    train_files = set().union(*(_image_files(n) for n in train))
+    shared = 0
+    for name in test:
+        both = train_files & _image_files(name)
+        if both:
+            shared += len(both)
+            logger.warning(
+                "%d images of the test dataset %s are also in the training data (%s), e.g. %s: "
+                "its results would score the model on images it was trained on. Give the "
+                "datasets disjoint splits (SPLIT in DATASETS.CUSTOM).",
+                len(both), name, ", ".join(train), sorted(both)[0],
+            )
+    return shared

@@ -146,3 +146,64 @@ def test_datasets_root_moves_the_builtin_coco_and_voc(tmp_path):
         register_builtin_under(os.environ.get("DETECTRON2_DATASETS", "datasets"))
     assert MetadataCatalog.get("voc_2007_test").dirname == os.path.join(
         os.environ.get("DETECTRON2_DATASETS", "datasets"), "VOC2007")
+
+
+def _voc_xml(path, image_name, objects, size=(64, 48)):
+    boxes = "".join(
+        f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
+    path.write_text(f"<annotation><filename>{image_name}</filename><size><width>{size[0]}</width>"
+                    f"<height>{size[1]}</height><depth>3</depth></size>{boxes}</annotation>")
+
+
+def _generated_flat_folder(folder, count=6):
+    """A flat folder of PNG images and VOC XMLs named img0..img<count-1>."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", (64, 48), (i * 30, 80, 80)).save(folder / f"img{i}.png")
+        _voc_xml(folder / f"img{i}.xml", f"img{i}.png", [("cat" if i % 2 else "dog", (5, 5, 30 + i, 30))])
+    return folder
+
+
+def test_unknown_and_misplaced_keys_are_errors_naming_them(tmp_path):
+    folder = _generated_flat_folder(tmp_path / "flat")
+    with pytest.raises(ValueError, match=r"DATASETS.CUSTOM.\w+.CLASES is not a key here. Did you mean CLASSES\? "
+                                         r"The keys here are: FORMAT, DIR, ANNOTATIONS, IMAGES, SPLIT, YEAR, CLASSES"):
+        register_custom_dataset("x_" + _uid(), {"FORMAT": "voc_folder", "DIR": str(folder), "CLASES": ["cat"]})
+    with pytest.raises(ValueError, match=r"\.SPLIT is not a key here \(used by FORMAT vocdevkit and voc_folder\)"):
+        register_custom_dataset("x_" + _uid(), {"FORMAT": "coco", "JSON": "a.json", "IMAGES": "i", "SPLIT": "train"})
+
+
+@pytest.mark.parametrize("kind", ["txt", "csv"])
+def test_a_flat_folder_takes_a_split_and_shared_images_are_reported(tmp_path, caplog, kind):
+    folder = _generated_flat_folder(tmp_path / "flat")
+    if kind == "txt":  # VOC ImageSets style: one id per line
+        (tmp_path / "train.txt").write_text("img0\nimg1\nimg2\nimg3\n")
+        (tmp_path / "val.txt").write_text("img3\nimg4\nimg5\n")
+    else:  # as exported datasets have it: a CSV with a filename column
+        (tmp_path / "train.csv").write_text("filename,width\nimg0.png,64\nimg1.png,64\nimg2.png,64\nimg3.png,64\n")
+        (tmp_path / "val.csv").write_text("filename,width\nimg3.png,64\nimg4.png,64\nimg5.png,64\n")
+    u = _uid()
+    cfg, path = _cfg(tmp_path, f"""
+DATASETS:
+  CUSTOM:
+    tr_{u}: {{FORMAT: voc_folder, DIR: flat, SPLIT: train.{kind}}}
+    va_{u}: {{FORMAT: voc_folder, DIR: flat, SPLIT: val.{kind}}}
+  TRAIN: ("tr_{u}",)
+  TEST: ("va_{u}",)
+""")
+    with caplog.at_level("WARNING", logger="fpn_plugin.data.register"):
+        assert setup_datasets(cfg, path) == 2
+    assert [d["image_id"] for d in DatasetCatalog.get(f"tr_{u}")] == ["img0", "img1", "img2", "img3"]
+    assert [d["image_id"] for d in DatasetCatalog.get(f"va_{u}")] == ["img3", "img4", "img5"]
+    assert f"1 images of the test dataset va_{u} are also in the training data (tr_{u})" in caplog.text
+    assert "img3.png" in caplog.text
+
+
+def test_a_split_csv_without_a_file_column_is_explained(tmp_path):
+    folder = _generated_flat_folder(tmp_path / "flat")
+    (tmp_path / "bad.csv").write_text("width,height\n64,48\n")
+    with pytest.raises(ValueError, match=r"bad.csv has no file-name column: it needs one of \['filename'"):
+        register_custom_dataset("x_" + _uid(), {"FORMAT": "voc_folder", "DIR": str(folder), "SPLIT": str(tmp_path / "bad.csv")})
