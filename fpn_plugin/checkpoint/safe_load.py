@@ -31,6 +31,7 @@ import torch
 
 __all__ = [
     "ALLOWED_GLOBALS",
+    "NotACheckpointError",
     "UNSAFE_KEY",
     "UnsafeWeightsError",
     "WeightsUnpickler",
@@ -194,6 +195,53 @@ def _warn_unsafe(path: str, what: str) -> None:
     )
 
 
+class NotACheckpointError(ValueError):
+    """The weights file is no checkpoint at all (empty, text, an HTML page, another archive)."""
+
+
+def _what_the_file_is(path: str) -> str:
+    """Why ``path`` is clearly no weights file ("" when it may be one)."""
+    import zipfile
+
+    from detectron2.utils.file_io import PathManager
+
+    with PathManager.open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "it is empty (0 bytes)"
+    if zipfile.is_zipfile(PathManager.get_local_path(path)):
+        with zipfile.ZipFile(PathManager.get_local_path(path)) as z:
+            names = z.namelist()
+        if not any(n.endswith("data.pkl") for n in names):  # torch.save's zip layout
+            return f"it is a zip archive of {names[:3]}{' ...' if len(names) > 3 else ''}, not a torch checkpoint"
+        return ""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""  # binary: a pickle (protocol >= 2, legacy torch files too) or damaged
+    # Protocol-0 pickles are text too: they start with one of its opcodes (MARK, GLOBAL, ...).
+    if text[:1] not in "(c}]dlISVFNLpgt)" and all(c.isprintable() or c.isspace() for c in text):
+        start = " ".join(text.split())[:60]
+        kind = "an HTML page" if "<html" in text.lower() or "<!doctype" in text.lower() else "a text file"
+        hint = (" (a download link that needed a login or a confirmation page saves one)"
+                if kind == "an HTML page" else "")
+        return f"it is {kind}{hint}, starting {start!r}"
+    return ""
+
+
+def _read_or_explain(read, path: str):
+    """``read()``, with errors of files that are no checkpoint said in one line."""
+    try:
+        return read()
+    except UnsafeWeightsError:
+        raise
+    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError, IndexError) as e:
+        raise NotACheckpointError(
+            f"{path} could not be read as a weights file ({type(e).__name__}: {e}): it is "
+            "damaged, cut short, or not a checkpoint."
+        ) from e
+
+
 def load_checkpoint_file(checkpointer, filename: str) -> Mapping:
     """``DetectionCheckpointer._load_file`` with the safe readers (the same results otherwise).
 
@@ -204,8 +252,11 @@ def load_checkpoint_file(checkpointer, filename: str) -> Mapping:
     """
     allow = bool(getattr(checkpointer, "allow_unsafe_pickle", False))
     log = getattr(checkpointer, "logger", logger)
+    problem = _what_the_file_is(filename)
+    if problem:
+        raise NotACheckpointError(f"{filename} is not a weights file: {problem}.")
     if filename.endswith(".pkl"):
-        data = _mapping(load_pickle_weights(filename, allow_unsafe=allow), filename)
+        data = _mapping(_read_or_explain(lambda: load_pickle_weights(filename, allow_unsafe=allow), filename), filename)
         if "model" in data and "__author__" in data:
             # file is in Detectron2 model zoo format
             log.info("Reading a file from '{}'".format(data["__author__"]))
@@ -216,7 +267,7 @@ def load_checkpoint_file(checkpointer, filename: str) -> Mapping:
             data = _mapping(data["blobs"], filename)
         data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
         return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
-    loaded = _mapping(load_torch_weights(filename, allow_unsafe=allow), filename)
+    loaded = _mapping(_read_or_explain(lambda: load_torch_weights(filename, allow_unsafe=allow), filename), filename)
     if filename.endswith(".pyth"):
         # assume file is from pycls; no one else seems to use the ".pyth" extension
         if "model_state" not in loaded:
