@@ -13,7 +13,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageLoadError", "load_image", "IMAGE_EXTENSIONS"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# What prediction reads from folders; a GIF gives its first frame (PIL's default frame).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 _ORDERS = {3: ("RGB", "BGR"), 4: ("RGBA", "BGRA")}
 
 

@@ -19,6 +19,7 @@ class Inputs:
     images: List[Path] = field(default_factory=list)
     videos: List[Path] = field(default_factory=list)
     problems: List[tuple] = field(default_factory=list)  # (input, reason)
+    skipped: List[Path] = field(default_factory=list)  # files in folders that are neither
 
 
 def _kind(path: Path) -> str:
@@ -27,10 +28,11 @@ def _kind(path: Path) -> str:
 
 
 def expand_inputs(specs: Sequence[str]) -> Inputs:
-    """Expand files, folders (searched recursively for images) and glob patterns.
+    """Expand files, folders (searched recursively for images and videos) and glob patterns.
 
-    A file is taken as an image whatever its extension (a corrupt or mislabelled file is
-    reported when it is read); videos are recognised by extension.
+    A file named directly is taken as an image whatever its extension (a corrupt or
+    mislabelled file is reported when it is read); videos are recognised by extension. Files
+    in folders that are neither are listed in ``skipped``, for the caller to say so.
     """
     found = Inputs()
     seen = set()
@@ -44,9 +46,12 @@ def expand_inputs(specs: Sequence[str]) -> Inputs:
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            everything = sorted(p for p in path.rglob("*") if p.is_file())
+            known = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+            files = [p for p in everything if p.suffix.lower() in known]
+            found.skipped += [p for p in everything if p.suffix.lower() not in known]
             if not files:
-                found.problems.append((spec, f"folder has no images ({', '.join(IMAGE_EXTENSIONS)})"))
+                found.problems.append((spec, f"folder has no images or videos ({', '.join(known)})"))
             for file in files:
                 add(file)
         elif path.is_file():

@@ -251,6 +251,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"\n{run.images_done} images, {len(run.results)} detections, {seconds:.1f} s ({rate:.2f} images/s)")
     for spec, reason in run.failures:
         print(f"  FAILED {spec}: {reason}")
+    if inputs.skipped:  # not failures: files in the folders that are no image or video
+        print(f"  skipped {len(inputs.skipped)} files that are neither images nor videos: "
+              + ", ".join(str(p) for p in inputs.skipped[:10])
+              + (f" ... and {len(inputs.skipped) - 10} more" if len(inputs.skipped) > 10 else ""))
     print(f"predictions: {run.out / 'predictions.json'}")
     if not args.no_vis:
         print(f"visualisations: {run.out / 'vis'}")

@@ -65,3 +65,12 @@ def test_missing_and_corrupt_files_say_which_and_why(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
     with pytest.raises(ImageLoadError, match="bad.jpg: not a readable image"):
         load_image(tmp_path / "bad.jpg")
+
+
+def test_an_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 6), color) for color in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    image = load_image(str(path))
+    assert image.shape == (6, 8, 3) and image.dtype == np.uint8
+    assert image[0, 0, 0] > 200 and image[0, 0, 1] < 50  # red: the first frame

@@ -51,20 +51,25 @@ def test_mixed_folder_writes_one_visualisation_per_good_image_and_reports_the_co
     tiny_detector, mixed_folder, tmp_path, capsys
 ):
     cfg, _ = tiny_detector
+    # An animated GIF (its first frame is read) and a file that is no image (listed as skipped).
+    frames = [Image.fromarray(_picture(64, 96, 10 + i)) for i in range(3)]
+    frames[0].save(mixed_folder / "g_animated.gif", save_all=True, append_images=frames[1:])
+    (mixed_folder / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
     code = main(["--config-file", str(_config_file(cfg, tmp_path)), "--input", str(mixed_folder),
                  "--output", str(out), "--score-threshold", "0", "--batch-size", "2"])
     assert code == 1  # one input failed
     printed = capsys.readouterr().out
     assert "FAILED" in printed and "f_corrupt.jpg" in printed and "not a readable image" in printed
-    assert "5 images" in printed
+    assert "6 images" in printed
+    assert f"skipped 1 files that are neither images nor videos: {mixed_folder / 'notes.txt'}" in printed
     written = sorted(p.name for p in (out / "vis").iterdir())
-    assert written == ["a_photo.jpg", "b_drawing.jpg", "c_gray.jpg", "d_rgba.jpg", "e_phone.jpg"]
+    assert written == ["a_photo.jpg", "b_drawing.jpg", "c_gray.jpg", "d_rgba.jpg", "e_phone.jpg", "g_animated.jpg"]
     # The EXIF-rotated photo is drawn upright: 100 wide x 60 high stored, shown 60 x 100.
     assert cv2.imread(str(out / "vis" / "e_phone.jpg")).shape[:2] == (100, 60)
 
     results = json.loads((out / "predictions.json").read_text())
-    good = {"a_photo.jpg", "b_drawing.png", "c_gray.png", "d_rgba.png", "e_phone.jpg"}
+    good = {"a_photo.jpg", "b_drawing.png", "c_gray.png", "d_rgba.png", "e_phone.jpg", "g_animated.gif"}
     assert {r["file_name"] for r in results} == good
     assert {r["category_name"] for r in results} <= set(CLASS_NAMES)
 
