@@ -1,4 +1,5 @@
 """Checkpoints written atomically: a kill at any moment leaves the previous one intact."""
+import glob
 import os
 import tempfile
 
@@ -56,6 +57,21 @@ class AtomicSaveMixin:
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
         atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
+
+    def remove_interrupted_writes(self) -> list:
+        """Delete the temporary files of writes a killed process left (``<name>.pth.*.tmp``,
+        up to a whole checkpoint each); logs and returns their paths. Call it before training
+        starts, when no write is under way."""
+        if not self.save_dir or not os.path.isdir(self.save_dir):
+            return []
+        stale = sorted(glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth.*.tmp"))
+                       + glob.glob(os.path.join(glob.escape(self.save_dir), "last_checkpoint.*.tmp")))
+        for path in stale:
+            os.remove(path)
+        if stale:
+            self.logger.info("Removed %d temporary files of interrupted checkpoint writes: %s",
+                             len(stale), ", ".join(os.path.basename(p) for p in stale))
+        return stale
 
 
 class AtomicDetectionCheckpointer(AtomicSaveMixin, DetectionCheckpointer):

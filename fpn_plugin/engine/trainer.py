@@ -100,6 +100,8 @@ class Trainer(DefaultTrainer):
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = self.build_checkpointer(cfg, model, trainer=weakref.proxy(self))
+        if comm.is_main_process() and hasattr(self.checkpointer, "remove_interrupted_writes"):
+            self.checkpointer.remove_interrupted_writes()  # a killed run's half-written files
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

@@ -184,3 +184,18 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert not (tmp_path / "model_0000002.pth").exists()
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000001.pth"]
+
+
+def test_a_killed_writes_temporary_files_are_removed_at_the_next_start(tmp_path, caplog):
+    # A SIGKILL mid-write leaves <name>.pth.<random>.tmp (up to a whole checkpoint) behind.
+    register_synthetic("resume_tmp", str(tmp_path / "data"), num_images=4)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model_0000004.pth.abc123.tmp").write_bytes(b"half a checkpoint")
+    (out / "last_checkpoint.x1y2.tmp").write_text("model_0000004.pth")
+    (out / "notes.tmp").write_text("the user's own file")  # not ours: kept
+    with caplog.at_level("INFO"):
+        Trainer(tiny_cfg(str(out), "resume_tmp"))
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".tmp") == ["notes.tmp"]
+    assert ("Removed 2 temporary files of interrupted checkpoint writes: last_checkpoint.x1y2.tmp, "
+            "model_0000004.pth.abc123.tmp") in caplog.text
