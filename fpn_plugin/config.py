@@ -70,6 +70,9 @@ def _add_engine_keys(_C: CN) -> None:
     _C.SOLVER.IMS_PER_DEVICE = 0
     # Forward/backward passes summed into one optimizer step (one iteration).
     _C.SOLVER.ACCUMULATION_STEPS = 1
+    # Training images that cannot be read (missing, truncated, no image) are skipped with a
+    # warning naming each, up to this fraction of the training set; past it training stops.
+    _C.DATALOADER.MAX_UNREADABLE_FRACTION = 0.01
     # The divergence guard also stops on a finite total loss above this many times its median
     # over the last 20 iterations (an explosion on its way to NaN); 0 = only NaN/inf stop it.
     _C.SOLVER.LOSS_EXPLOSION_FACTOR = 100.0

@@ -7,6 +7,8 @@ consumed. The order is exact when batches are formed in sampler order (aspect-ra
 may hold back a few images across the resume point when images have both orientations).
 """
 import itertools
+import logging
+import math
 import operator
 
 import torch
@@ -16,7 +18,9 @@ from detectron2.data.build import _train_loader_from_config, trivial_batch_colla
 from detectron2.data.common import AspectRatioGroupedDataset, MapDataset, ToIterableDataset
 from detectron2.utils import comm
 
-__all__ = ["ResumableSampler", "build_resumable_train_loader"]
+__all__ = ["ResumableSampler", "SkipUnreadableImages", "build_resumable_train_loader"]
+
+logger = logging.getLogger(__name__)
 
 
 class ResumableSampler(torchdata.Sampler):
@@ -61,6 +65,38 @@ class ResumableSampler(torchdata.Sampler):
         )
 
 
+class SkipUnreadableImages:
+    """A dataset mapper that skips the images it cannot read, naming each, up to a limit.
+
+    detectron2's ``MapDataset`` retries another image when its mapper returns None, but an
+    exception (a missing file, a truncated JPEG, a file that is no image) stops training,
+    naming no file. Here each such image is skipped with a warning naming it; past ``limit``
+    distinct files (counted per data-loading process) training stops with the list.
+    """
+
+    def __init__(self, mapper, limit: int):
+        self.mapper, self.limit = mapper, int(limit)
+        self.unreadable = {}  # file name -> reason
+
+    def __call__(self, dataset_dict):
+        try:
+            return self.mapper(dataset_dict)
+        except (OSError, SyntaxError) as e:  # PIL's errors for missing, truncated, unknown files
+            name = dataset_dict.get("file_name", "?")
+            self.unreadable[name] = f"{type(e).__name__}: {e}"
+            if len(self.unreadable) > self.limit:
+                listed = "\n".join(f"  {f}: {r}" for f, r in list(self.unreadable.items())[:20])
+                raise RuntimeError(
+                    f"{len(self.unreadable)} training images could not be read, more than the "
+                    f"{self.limit} DATALOADER.MAX_UNREADABLE_FRACTION allows:\n{listed}\n"
+                    "Fix or remove them (python -m fpn_plugin.data.check --config-file ... lists "
+                    "every problem), or raise DATALOADER.MAX_UNREADABLE_FRACTION."
+                ) from e
+            logger.warning("Skipping an unreadable training image (%d of at most %d): %s: %s",
+                           len(self.unreadable), self.limit, name, self.unreadable[name])
+            return None  # MapDataset takes another image
+
+
 def build_resumable_train_loader(cfg, mapper=None):
     """Like ``build_detection_train_loader(cfg)``, with a :class:`ResumableSampler`.
 
@@ -68,7 +104,8 @@ def build_resumable_train_loader(cfg, mapper=None):
         (loader, sampler, number of training images)
     """
     kwargs = _train_loader_from_config(cfg, mapper=mapper or DatasetMapper(cfg, True))
-    dataset = MapDataset(kwargs["dataset"], kwargs["mapper"])
+    limit = math.ceil(cfg.DATALOADER.MAX_UNREADABLE_FRACTION * len(kwargs["dataset"]))
+    dataset = MapDataset(kwargs["dataset"], SkipUnreadableImages(kwargs["mapper"], limit))
     sampler = ResumableSampler(kwargs["sampler"])
     batch_size = kwargs["total_batch_size"] // comm.get_world_size()
     iterable = ToIterableDataset(dataset, sampler)

@@ -1,0 +1,49 @@
+"""Unreadable training images are skipped by name, up to DATALOADER.MAX_UNREADABLE_FRACTION."""
+import os
+
+import pytest
+
+from _tiny import register_synthetic, tiny_cfg
+
+from fpn_plugin.engine import Trainer
+
+
+def _spoil(folder):
+    missing = os.path.join(folder, "001.png")
+    os.remove(missing)
+    truncated = os.path.join(folder, "002.png")
+    with open(truncated, "rb") as f:
+        data = f.read()
+    with open(truncated, "wb") as f:
+        f.write(data[: len(data) // 3])
+    return missing, truncated
+
+
+def _trainer(tmp_path, name, fraction):
+    register_synthetic(name, str(tmp_path / "data"), num_images=8)
+    missing, truncated = _spoil(str(tmp_path / "data" / name))
+    cfg = tiny_cfg(str(tmp_path / "out"), name, max_iter=6)
+    cfg.DATALOADER.MAX_UNREADABLE_FRACTION = fraction
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    return trainer, missing, truncated
+
+
+@pytest.mark.slow
+def test_unreadable_images_are_skipped_by_name_within_the_limit(tmp_path, caplog):
+    trainer, missing, truncated = _trainer(tmp_path, "unreadable_ok", 0.25)  # 2 of 8 allowed
+    with caplog.at_level("WARNING", logger="fpn_plugin.engine.data"):
+        trainer.train()
+    assert trainer.iter == 6 and (tmp_path / "out" / "model_final.pth").is_file()
+    assert f"Skipping an unreadable training image (1 of at most 2): " in caplog.text
+    assert missing in caplog.text and truncated in caplog.text
+    assert "truncated" in caplog.text.lower()
+
+
+@pytest.mark.slow
+def test_past_the_limit_training_stops_with_the_list(tmp_path):
+    trainer, missing, truncated = _trainer(tmp_path, "unreadable_stop", 0.1)  # 1 of 8 allowed
+    with pytest.raises(RuntimeError, match=r"2 training images could not be read, more than the 1") as info:
+        trainer.train()
+    assert missing in str(info.value) and truncated in str(info.value)
+    assert "DATALOADER.MAX_UNREADABLE_FRACTION" in str(info.value)
