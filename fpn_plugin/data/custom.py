@@ -33,13 +33,14 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets import load_coco_json, register_coco_instances
 
+from .boxes import apply_box_rule
 from .paths import datasets_root, resolve_path
 from .voc import load_voc_folder, load_vocdevkit, voc_class_names
 
 __all__ = ["FORMATS", "register_custom_datasets", "register_custom_dataset", "coco_class_names",
-           "check_keys", "read_split_file"]
+           "check_coco_ids", "check_keys", "read_split_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,47 @@ _ALLOWED = {
 }
 # Column names of a split CSV that hold the image file name (as exported datasets name it).
 _CSV_FILE_COLUMNS = ("filename", "file_name", "image", "image_id", "id")
+
+
+def _repeated(values) -> List:
+    seen, repeated = set(), []
+    for v in values:
+        if v in seen and v not in repeated:
+            repeated.append(v)
+        seen.add(v)
+    return repeated
+
+
+def check_coco_ids(json_file: str) -> str:
+    """Refuse what detectron2's COCO reader would silently get wrong; returns ``json_file``.
+
+    Duplicate image ids (it keeps one image and moves the other's boxes to it), duplicate
+    annotation ids, annotations of unknown images (it drops them) and unknown category ids
+    (a bare KeyError) are errors naming the file and the ids.
+    """
+    with open(json_file) as f:
+        data = json.load(f)
+    images = [im.get("id") for im in data.get("images", [])]
+    anns = data.get("annotations", [])
+    problems = []
+    dup_images = _repeated(images)
+    if dup_images:
+        problems.append(f"{len(dup_images)} image ids appear twice or more ({dup_images[:5]})")
+    dup_anns = _repeated(a.get("id") for a in anns)
+    if dup_anns:
+        problems.append(f"{len(dup_anns)} annotation ids appear twice or more ({dup_anns[:5]})")
+    known_images, known_cats = set(images), {c.get("id") for c in data.get("categories", [])}
+    orphans = [a.get("id") for a in anns if a.get("image_id") not in known_images]
+    if orphans:
+        problems.append(f"{len(orphans)} annotations belong to no listed image (annotation {orphans[:5]})")
+    unknown = [(a.get("id"), a.get("category_id")) for a in anns if a.get("category_id") not in known_cats]
+    if unknown:
+        problems.append(f"{len(unknown)} annotations have a category id that is not in 'categories' "
+                        f"(annotation, category: {unknown[:5]})")
+    if problems:
+        raise ValueError(f"{json_file}: " + "; ".join(problems) + ". Fix the file (python -m "
+                         "fpn_plugin.data.check lists every problem).")
+    return json_file
 
 
 def check_keys(where: str, given, allowed, other_uses: Optional[Dict[str, str]] = None) -> None:
@@ -180,6 +222,10 @@ def register_custom_dataset(
                 "category-id order). Fix CLASSES, or remove it to take the names from the JSON."
             )
         register_coco_instances(name, {}, json_file, images)
+        # Loaded with detectron2's reader after the ids are checked, then the box rule.
+        DatasetCatalog.remove(name)
+        DatasetCatalog.register(name, lambda: apply_box_rule(
+            load_coco_json(check_coco_ids(json_file), images, name, extra_annotation_keys=["id"]), name))
         # Known before the data is loaded, so NUM_CLASSES can be checked and the evaluator
         # can map ids back (load_coco_json sets the same values again when it runs).
         MetadataCatalog.get(name).set(
@@ -193,14 +239,14 @@ def register_custom_dataset(
             ann_dir = os.path.join(dirname, "Annotations")
             # Classes from every XML of the folder, not only this split: train and val agree.
             classes = listed or voc_class_names(_xml_files(ann_dir))
-            DatasetCatalog.register(name, lambda: load_vocdevkit(dirname, split, classes))
+            DatasetCatalog.register(name, lambda: apply_box_rule(load_vocdevkit(dirname, split, classes), name))
             MetadataCatalog.get(name).set(dirname=dirname, split=split)
         else:
             ann_dir = path("ANNOTATIONS") if spec.get("ANNOTATIONS") else path("DIR")
             img_dir = path("IMAGES") if spec.get("IMAGES") else ann_dir
             classes = listed or voc_class_names(_xml_files(ann_dir))
             ids = read_split_file(path("SPLIT")) if spec.get("SPLIT") else None
-            DatasetCatalog.register(name, lambda: load_voc_folder(ann_dir, img_dir, ids, classes))
+            DatasetCatalog.register(name, lambda: apply_box_rule(load_voc_folder(ann_dir, img_dir, ids, classes), name))
         meta = MetadataCatalog.get(name)
         meta.set(thing_classes=list(classes), evaluator_type="pascal_voc")
         if spec.get("YEAR"):

@@ -167,11 +167,13 @@ def load_voc_folder(
                     "CLASSES (or leave CLASSES empty to take them from the data)."
                 )
             x0, y0, x1, y1 = obj["bbox"]
+            # 1-based inclusive pixels -> continuous coordinates, as detectron2 does; a box of
+            # no extent in the file (xmin >= xmax) keeps it, for the box rule to drop it.
+            shift = 1.0 if (x1 > x0 and y1 > y0) else 0.0
             annotations.append(
                 {
                     "category_id": index[obj["name"]],
-                    # 1-based inclusive pixels -> continuous coordinates, as detectron2 does.
-                    "bbox": [x0 - 1.0, y0 - 1.0, x1, y1],
+                    "bbox": [x0 - shift, y0 - shift, x1, y1],
                     "bbox_mode": BoxMode.XYXY_ABS,
                     "difficult": int(obj["difficult"]),
                 }
