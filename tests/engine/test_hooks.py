@@ -262,6 +262,9 @@ if "ExplodingAtIterationRCNN" not in META_ARCH_REGISTRY:
 @pytest.mark.slow
 def test_a_finite_exploded_loss_stops_with_the_divergence_message(tmp_path):
     cfg = _cfg(tmp_path, 20, SOLVER__CHECKPOINT_PERIOD=5, MODEL__META_ARCHITECTURE="ExplodingAtIterationRCNN")
+    from detectron2.utils.env import seed_all_rng
+
+    seed_all_rng(0)  # the same weights and data order whatever ran before in this process
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     with pytest.raises(TrainingDivergedError) as info:
