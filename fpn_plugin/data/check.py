@@ -17,6 +17,7 @@ Examples::
 """
 import argparse
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -50,6 +51,7 @@ class Report:
     num_boxes: int = 0
     class_histogram: Counter = field(default_factory=Counter)  # class name -> boxes
     difficult: int = 0
+    crowd: int = 0  # crowd boxes, not counted in num_boxes (training ignores them)
     id_mapping: List[str] = field(default_factory=list)  # lines "dataset id -> contiguous id"
     problems: List[Problem] = field(default_factory=list)
     # For drawing: (image path, [(class name, XYXY box)])
@@ -63,7 +65,8 @@ class Report:
 
     def format(self, max_problems: int = 200) -> str:
         lines = [f"== {self.name}", f"images: {self.num_images}   boxes: {self.num_boxes}"
-                 + (f"   (difficult: {self.difficult})" if self.difficult else "")]
+                 + (f"   (difficult: {self.difficult})" if self.difficult else "")
+                 + (f"   crowd boxes (not trained on): {self.crowd}" if self.crowd else "")]
         lines.append("class histogram (boxes per class):")
         width = max([len(n) for n in self.class_histogram] + [5])
         for name, count in sorted(self.class_histogram.items(), key=lambda kv: -kv[1]):
@@ -91,7 +94,11 @@ def _image_problem(path: str) -> Optional[tuple]:
         with Image.open(path) as im:
             im.verify()  # reads the file's structure without decoding all pixels
         with Image.open(path) as im:
-            return ("size", im.size)
+            # As detectron2's reader sees it: EXIF orientations 5-8 turn the image by 90 degrees.
+            width, height = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):
+                width, height = height, width
+            return ("size", (width, height))
     except Exception as e:  # PIL raises many types for broken files
         return ("unreadable image", f"cannot be read as an image ({type(e).__name__}: {e})")
 
@@ -110,6 +117,11 @@ def _check_image(report: Report, path: str, file: str, where: str, width, height
 
 def _check_box(report, file, where, x0, y0, x1, y1, width, height, lower=0.0):
     """Boxes as XYXY; ``lower`` is the smallest valid coordinate (1 for VOC's 1-based pixels)."""
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        report.add("non-finite box", file, where,
+                   f"box (x0={x0}, y0={y0}, x1={x1}, y1={y1}) has a NaN or infinite coordinate: "
+                   "training drops it; fix or remove it")
+        return False
     if not (x1 > x0 and y1 > y0):
         report.add("zero-area box", file, where,
                    f"box (x0={x0}, y0={y0}, x1={x1}, y1={y1}) has no area: fix or remove it")
@@ -202,7 +214,8 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True,
                        f"bbox {bbox!r} is not [x, y, width, height]")
             continue
         if ann.get("iscrowd", 0):
-            continue  # crowd regions are not trained on as boxes
+            report.crowd += 1  # crowd regions are not trained on as boxes: counted apart
+            continue
         x, y, w, h = (float(v) for v in bbox)
         name = cat_name[ann["category_id"]]
         report.num_boxes += 1
@@ -336,6 +349,8 @@ def draw_ground_truth(report: Report, output_dir: str) -> List[str]:
         if image is None:
             continue  # reported as a problem already
         for name, (x0, y0, x1, y1) in boxes:
+            if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+                continue  # reported as a problem already; nothing to draw
             colour = palette[names.index(name) % len(palette)] if name in names else (255, 255, 255)
             p0, p1 = (int(round(x0)), int(round(y0))), (int(round(x1)) - 1, int(round(y1)) - 1)
             cv2.rectangle(image, p0, p1, colour, 2)
@@ -370,8 +385,17 @@ def _parse_args(argv):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the check; returns 0 when no problem was found, 1 otherwise."""
+    """Run the check; returns 0 when no problem was found, 1 when problems were found, and 2
+    when the check could not run (bad arguments, a config or file it cannot read)."""
     args = _parse_args(argv)
+    try:
+        return _run(args)
+    except Exception as e:  # the check itself failed: say so, apart from "problems found"
+        print(f"python -m fpn_plugin.data.check could not run: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     import fpn_plugin  # noqa: F401  (compat fixes and builtin registrations)
 
     check_images = not args.no_images

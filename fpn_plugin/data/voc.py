@@ -5,6 +5,7 @@ annotation (the VOC evaluator ignores difficult objects; training still uses the
 detectron2 does), reads the class names from the data when none are given, finds images
 by the XML's ``<filename>`` or any common extension, and says which file is wrong when one is.
 """
+import logging
 import os
 import xml.etree.ElementTree as ET
 from typing import Dict, List, Optional, Sequence
@@ -20,6 +21,8 @@ __all__ = [
     "load_vocdevkit",
     "image_set_path",
 ]
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
 
@@ -80,10 +83,20 @@ def parse_voc_xml(path: str) -> Dict:
 
 
 def voc_class_names(xml_paths: Sequence[str]) -> List[str]:
-    """The sorted set of object names in the given XML files: class names from the data."""
-    names = set()
+    """The sorted set of object names in the given XML files: class names from the data.
+
+    A file that cannot be parsed is left out with a warning naming it: it blocks only the
+    split that lists it (whose loader raises on it), not the others.
+    """
+    names, malformed = set(), []
     for path in xml_paths:
-        names.update(o["name"] for o in parse_voc_xml(path)["objects"])
+        try:
+            names.update(o["name"] for o in parse_voc_xml(path)["objects"])
+        except ValueError as e:  # parse_voc_xml names the file and what is wrong
+            malformed.append(f"{path} ({e})")
+    if malformed:
+        logger.warning("Class names taken without %d XML files that cannot be parsed: %s",
+                       len(malformed), "; ".join(malformed[:5]))
     return sorted(names)
 
 

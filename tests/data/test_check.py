@@ -172,3 +172,61 @@ def test_xyxy_boxes_in_a_coco_file_are_recognised(tmp_path):
     assert kinds["box outside image"] == 3 and kinds["box format"] == 1
     hint = next(p for p in report.problems if p.kind == "box format")
     assert "3 of the 3 boxes outside their image fit inside it when read as [x0, y0, x1, y1]" in hint.message
+
+
+def test_exif_nan_boxes_crowd_and_exit_codes(tmp_path, capsys):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 100 wide x 60 high, shown (and trained on) 60 x 100
+    Image.new("RGB", (100, 60), (90, 90, 90)).save(images / "phone.jpg", exif=exif)
+    data = {
+        "images": [{"id": 1, "file_name": "phone.jpg", "width": 60, "height": 100}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [5, 5, float("nan"), 20], "iscrowd": 0},
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 1, 50, 50], "iscrowd": 1},
+        ],
+        "categories": [{"id": 1, "name": "face"}],
+    }
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(data))
+    report = check_coco(str(path), str(images))
+    # The size as training reads it (EXIF applied): no size mismatch is reported.
+    assert [p.kind for p in report.problems] == ["non-finite box"]
+    assert report.crowd == 1 and report.num_boxes == 2
+    # The NaN box is reported, not drawn (it crashed the drawing before); exit 1 for problems.
+    assert main(["--coco", str(path), str(images), "--output", str(tmp_path / "gt"), "--draw", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "crowd boxes (not trained on): 1" in out and "ground truth drawn on 1 image(s)" in out
+    # A check that cannot run at all is exit 2, with the reason.
+    assert main(["--coco", str(tmp_path / "nothing.json"), str(images)]) == 1  # reported as malformed
+    (tmp_path / "bad.yaml").write_text("MODEL: {NOT_A_KEY: 1}\n")
+    assert main(["--config-file", str(tmp_path / "bad.yaml")]) == 2
+    assert "could not run: KeyError" in capsys.readouterr().err
+
+
+def test_a_malformed_xml_outside_the_split_does_not_block_it(tmp_path, caplog):
+    import uuid
+
+    from detectron2.data import DatasetCatalog
+
+    from fpn_plugin.data import register_custom_dataset
+
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for i in range(2):
+        _image(folder / f"p{i}.png")
+        (folder / f"p{i}.xml").write_text(
+            f"<annotation><filename>p{i}.png</filename><size><width>64</width><height>48</height></size>"
+            "<object><name>cat</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>20</xmax><ymax>20</ymax>"
+            "</bndbox></object></annotation>")
+    (folder / "broken.xml").write_text("<annotation><object>")  # not in the split
+    (tmp_path / "train.txt").write_text("p0\np1\n")
+    name = "split_" + uuid.uuid4().hex[:6]
+    with caplog.at_level("WARNING", logger="fpn_plugin.data.voc"):
+        register_custom_dataset(name, {"FORMAT": "voc_folder", "DIR": str(folder), "SPLIT": str(tmp_path / "train.txt")})
+    assert [d["image_id"] for d in DatasetCatalog.get(name)] == ["p0", "p1"]
+    assert "broken.xml" in caplog.text and "cannot be parsed" in caplog.text
