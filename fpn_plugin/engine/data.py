@@ -18,7 +18,8 @@ from detectron2.data.build import _train_loader_from_config, trivial_batch_colla
 from detectron2.data.common import AspectRatioGroupedDataset, MapDataset, ToIterableDataset
 from detectron2.utils import comm
 
-__all__ = ["ResumableSampler", "SkipUnreadableImages", "build_resumable_train_loader"]
+__all__ = ["NameUnreadableImages", "ResumableSampler", "SkipUnreadableImages", "build_resumable_train_loader",
+           "build_test_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,33 @@ class SkipUnreadableImages:
             logger.warning("Skipping an unreadable training image (%d of at most %d): %s: %s",
                            len(self.unreadable), self.limit, name, self.unreadable[name])
             return None  # MapDataset takes another image
+
+
+class NameUnreadableImages:
+    """A test-time mapper whose read errors name the image: evaluation cannot skip one (the
+    evaluator would count its objects as missed), so it stops, saying which file and why."""
+
+    def __init__(self, mapper):
+        self.mapper = mapper
+
+    def __call__(self, dataset_dict):
+        try:
+            return self.mapper(dataset_dict)
+        except (OSError, SyntaxError) as e:
+            raise RuntimeError(
+                f"Evaluation cannot read the image {dataset_dict.get('file_name', '?')} "
+                f"({type(e).__name__}: {e}). Fix or remove it from the test dataset (python -m "
+                "fpn_plugin.data.check lists every problem)."
+            ) from e
+
+
+def build_test_loader(cfg, dataset_name, mapper=None):
+    """detectron2's test loader whose unreadable images are named (:class:`NameUnreadableImages`)."""
+    from detectron2.data import build_detection_test_loader
+
+    return build_detection_test_loader(
+        cfg, dataset_name, mapper=NameUnreadableImages(mapper or DatasetMapper(cfg, False))
+    )
 
 
 def build_resumable_train_loader(cfg, mapper=None):

@@ -17,7 +17,7 @@ from ..checkpoint.metadata import ModelMetadata
 from ..device import resolve_device
 from . import hooks
 from .checkpointer import AtomicPluginCheckpointer
-from .data import build_resumable_train_loader
+from .data import build_resumable_train_loader, build_test_loader
 from .precision import Precision, resolve_precision
 from .rng import get_rng_state, preserve_rng_state, set_rng_state
 from .schedule import apply_epochs, epoch_rows, format_table, scale_schedule
@@ -158,6 +158,11 @@ class Trainer(DefaultTrainer):
             ) from e
         folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_evaluator(cfg, dataset_name, folder)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's test loader; an image it cannot read stops evaluation naming the file."""
+        return build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_val_loss_loader(cls, cfg, dataset_names):

@@ -47,3 +47,13 @@ def test_past_the_limit_training_stops_with_the_list(tmp_path):
         trainer.train()
     assert missing in str(info.value) and truncated in str(info.value)
     assert "DATALOADER.MAX_UNREADABLE_FRACTION" in str(info.value)
+
+
+def test_evaluation_names_an_image_it_cannot_read(tmp_path):
+    register_synthetic("unreadable_val", str(tmp_path / "data"), num_images=3)
+    os.remove(os.path.join(str(tmp_path / "data" / "unreadable_val"), "001.png"))
+    cfg = tiny_cfg(str(tmp_path / "out"), "unreadable_val")
+    cfg.DATASETS.TEST = ("unreadable_val",)
+    model = Trainer.build_model(cfg)
+    with pytest.raises(RuntimeError, match=r"Evaluation cannot read the image .*001.png \(FileNotFoundError"):
+        Trainer.test(cfg, model)
