@@ -14,11 +14,11 @@ import logging
 import math
 import os
 from collections import defaultdict
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from detectron2.structures import BoxMode
 
-__all__ = ["apply_box_rule", "BoxReport"]
+__all__ = ["apply_box_rule", "judge_box", "BoxReport"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,28 @@ def _annotation_name(record: dict, k: int, ann: dict) -> str:
     return f"{os.path.basename(str(record.get('file_name', record.get('image_id'))))} object {k}"
 
 
+def judge_box(box, width=None, height=None) -> Tuple[str, List[float]]:
+    """The rule for one XYXY_ABS box: ("kept" | "clipped" | a reason it is dropped, the box).
+
+    The reasons are "NaN/inf", "zero or negative size" and "outside the image"; the dataset
+    check reports the same verdicts that loading applies.
+    """
+    box = [float(v) for v in box]
+    if not all(math.isfinite(v) for v in box):
+        return "NaN/inf", box
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        return "zero or negative size", box
+    if width and height:
+        clipped = [min(max(x0, 0.0), width), min(max(y0, 0.0), height),
+                   min(max(x1, 0.0), width), min(max(y1, 0.0), height)]
+        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+            return "outside the image", box
+        if clipped != box:
+            return "clipped", clipped
+    return "kept", box
+
+
 def apply_box_rule(records: List[dict], name: str) -> List[dict]:
     """Apply the box rule to detectron2 dataset dicts in place; log what it did once.
 
@@ -76,23 +98,14 @@ def apply_box_rule(records: List[dict], name: str) -> List[dict]:
         for k, ann in enumerate(record["annotations"]):
             report.total += 1
             label = _annotation_name(record, k, ann)
-            box = [float(v) for v in BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYXY_ABS)]
-            if not all(math.isfinite(v) for v in box):
-                report.dropped["NaN/inf"].append(label)
+            verdict, box = judge_box(
+                BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYXY_ABS), width, height
+            )
+            if verdict == "clipped":
+                report.clipped.append(label)
+            elif verdict != "kept":
+                report.dropped[verdict].append(label)
                 continue
-            x0, y0, x1, y1 = box
-            if x1 <= x0 or y1 <= y0:
-                report.dropped["zero or negative size"].append(label)
-                continue
-            if width and height:
-                clipped = [min(max(x0, 0.0), width), min(max(y0, 0.0), height),
-                           min(max(x1, 0.0), width), min(max(y1, 0.0), height)]
-                if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-                    report.dropped["outside the image"].append(label)
-                    continue
-                if clipped != box:
-                    report.clipped.append(label)
-                    box = clipped
             if ann.get("iscrowd", 0):
                 report.crowd += 1
             kept.append(dict(ann, bbox=box, bbox_mode=BoxMode.XYXY_ABS))

@@ -84,6 +84,14 @@ class Report:
         return "\n".join(lines)
 
 
+def _progress(items, total: int, what: str):
+    """tqdm on stderr for large datasets (a few hundred items check in a blink)."""
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=f"checking {what}", unit="", file=sys.stderr,
+                disable=total < 1000, leave=False)
+
+
 def _image_problem(path: str) -> Optional[tuple]:
     """None if the image opens, else (kind, message); also returns its size when readable."""
     from PIL import Image
@@ -115,23 +123,23 @@ def _check_image(report: Report, path: str, file: str, where: str, width, height
                    f"{width}x{height}")
 
 
-def _check_box(report, file, where, x0, y0, x1, y1, width, height, lower=0.0):
-    """Boxes as XYXY; ``lower`` is the smallest valid coordinate (1 for VOC's 1-based pixels)."""
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-        report.add("non-finite box", file, where,
-                   f"box (x0={x0}, y0={y0}, x1={x1}, y1={y1}) has a NaN or infinite coordinate: "
-                   "training drops it; fix or remove it")
-        return False
-    if not (x1 > x0 and y1 > y0):
-        report.add("zero-area box", file, where,
-                   f"box (x0={x0}, y0={y0}, x1={x1}, y1={y1}) has no area: fix or remove it")
-        return False
-    if width and height and (x0 < lower or y0 < lower or x1 > width or y1 > height):
-        report.add("box outside image", file, where,
-                   f"box (x0={x0}, y0={y0}, x1={x1}, y1={y1}) is not inside the {width}x{height} "
-                   "image: clip it to the image or fix it")
-    return True
+def _check_box(report, file, where, x0, y0, x1, y1, width, height):
+    """Report what the box rule (fpn_plugin.data.boxes), which loading applies, does to a box
+    given in XYXY_ABS; returns False when it drops it."""
+    from .boxes import judge_box
 
+    verdict, _ = judge_box((x0, y0, x1, y1), width, height)
+    box = f"box (x0={x0}, y0={y0}, x1={x1}, y1={y1})"
+    if verdict == "NaN/inf":
+        report.add("non-finite box", file, where,
+                   f"{box} has a NaN or infinite coordinate: training drops it; fix or remove it")
+    elif verdict == "zero or negative size":
+        report.add("zero-area box", file, where, f"{box} has no area: training drops it; fix or remove it")
+    elif verdict in ("outside the image", "clipped"):
+        what = "drops it" if verdict == "outside the image" else "clips it to the image"
+        report.add("box outside image", file, where,
+                   f"{box} is not inside the {width}x{height} image: training {what}; fix it")
+    return verdict not in ("NaN/inf", "zero or negative size", "outside the image")
 
 def _hint_xyxy(report: Report, json_file: str, annotations, images) -> None:
     """Boxes outside the image that would fit as [x0, y0, x1, y1]: COCO wants [x, y, w, h]."""
@@ -182,7 +190,7 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True,
             continue
         images[iid] = img
     report.num_images = len(images)
-    for iid, img in images.items():
+    for iid, img in _progress(images.items(), len(images), "images"):
         path = os.path.join(image_root, img.get("file_name", ""))
         _check_image(report, path, json_file, f"image id {iid}", img.get("width"),
                      img.get("height"), check_images)
@@ -234,13 +242,13 @@ def check_voc(annotations_dir: str, images_dir: str, ids: Optional[Sequence[str]
               class_names: Optional[Sequence[str]] = None, check_images: bool = True,
               num_samples: int = 4, list_file: str = "") -> Report:
     """Check VOC XML annotations (VOCdevkit or a flat folder)."""
-    from .voc import _find_image, parse_voc_xml
+    from .voc import _find_image, parse_voc_xml, voc_box_to_xyxy
 
     report = Report(f"VOC {annotations_dir} (images in {images_dir})")
     if ids is None:
         ids = sorted(f[:-4] for f in os.listdir(annotations_dir) if f.endswith(".xml"))
     seen = Counter(ids)
-    for k, (image_id, n) in enumerate(seen.items()):
+    for k, (image_id, n) in enumerate(_progress(seen.items(), len(seen), "annotation files")):
         if n > 1:
             report.add("duplicate id", list_file or annotations_dir, f"image id {image_id!r}",
                        f"listed {n} times")
@@ -274,10 +282,9 @@ def check_voc(annotations_dir: str, images_dir: str, ids: Optional[Sequence[str]
             report.num_boxes += 1
             report.class_histogram[obj["name"]] += 1
             report.difficult += int(obj["difficult"])
-            x0, y0, x1, y1 = obj["bbox"]
-            # VOC boxes are 1-based inclusive pixels: 1 <= x <= width.
-            _check_box(report, xml, where, x0, y0, x1, y1, rec["width"], rec["height"], lower=1.0)
-            boxes.append((obj["name"], (x0 - 1, y0 - 1, x1, y1)))
+            box = voc_box_to_xyxy(obj["bbox"])  # as training reads it
+            _check_box(report, xml, where, *box, rec["width"], rec["height"])
+            boxes.append((obj["name"], tuple(box)))
         if len(report.samples) < num_samples:
             report.samples.append((path, boxes))
     return report
@@ -308,7 +315,8 @@ def check_dataset(name: str, check_images: bool = True, num_samples: int = 4) ->
         report = Report(f"registered dataset {name!r}")
         report.id_mapping = [f"{n!r} -> {k}" for k, n in enumerate(classes)]
         ids = Counter()
-        for i, d in enumerate(DatasetCatalog.get(name)):
+        dicts = DatasetCatalog.get(name)
+        for i, d in enumerate(_progress(dicts, len(dicts), "records")):
             where = f"dataset dict [{i}] (image_id {d.get('image_id')})"
             ids[d.get("image_id")] += 1
             if ids[d.get("image_id")] == 2:

@@ -16,6 +16,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "read_image_set",
     "parse_voc_xml",
+    "voc_box_to_xyxy",
     "voc_class_names",
     "load_voc_folder",
     "load_vocdevkit",
@@ -80,6 +81,15 @@ def parse_voc_xml(path: str) -> Dict:
             {"name": name, "bbox": bbox, "difficult": _int(obj, "difficult") or 0}
         )
     return rec
+
+
+def voc_box_to_xyxy(box: Sequence[float]) -> List[float]:
+    """A VOC box (1-based inclusive pixels) in continuous XYXY_ABS coordinates, as detectron2
+    converts it (``xmin - 1, ymin - 1, xmax, ymax``). A box of no extent in the file
+    (``xmin >= xmax``) keeps it, so that the box rule drops it instead of a one-pixel box."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    shift = 1.0 if (x1 > x0 and y1 > y0) else 0.0
+    return [x0 - shift, y0 - shift, x1, y1]
 
 
 def voc_class_names(xml_paths: Sequence[str]) -> List[str]:
@@ -179,14 +189,10 @@ def load_voc_folder(
                     f"{len(class_names)} classes {list(class_names)}. Add it to the dataset's "
                     "CLASSES (or leave CLASSES empty to take them from the data)."
                 )
-            x0, y0, x1, y1 = obj["bbox"]
-            # 1-based inclusive pixels -> continuous coordinates, as detectron2 does; a box of
-            # no extent in the file (xmin >= xmax) keeps it, for the box rule to drop it.
-            shift = 1.0 if (x1 > x0 and y1 > y0) else 0.0
             annotations.append(
                 {
                     "category_id": index[obj["name"]],
-                    "bbox": [x0 - shift, y0 - shift, x1, y1],
+                    "bbox": voc_box_to_xyxy(obj["bbox"]),
                     "bbox_mode": BoxMode.XYXY_ABS,
                     "difficult": int(obj["difficult"]),
                 }
