@@ -5,6 +5,7 @@ On top of detectron2's evaluator this
   ``detectron2._C``) and pycocotools' reference implementation otherwise: the same AP,
 - counts predictions first and explains "no predictions" and NaN size buckets,
 - renumbers ground-truth annotation ids that start at 0, which pycocotools mis-scores,
+- judges the ground-truth boxes by the box rule training applies (``fpn_plugin.data.boxes``),
 - saves the per-category AP table (AP, AP50 and the ground-truth count per category) as
   ``coco_per_category_ap.{md,csv}`` in the output folder.
 """
@@ -50,6 +51,35 @@ def _renumber_annotation_id_zero(coco_api, dataset_name: str) -> None:
     coco_api.createIndex()
 
 
+def _apply_box_rule_to_ground_truth(coco_api, dataset_name: str) -> None:
+    """Judge the ground truth's boxes by the rule training applies (fpn_plugin.data.boxes):
+    a box training drops is not asked for here either, and a clipped one is clipped. In
+    memory only, like the renumbering above; areas (the size buckets) are kept."""
+    from fpn_plugin.data.boxes import judge_box
+
+    images = coco_api.imgs
+    kept, dropped, clipped = [], 0, 0
+    for ann in coco_api.dataset.get("annotations", []):
+        x, y, w, h = ann["bbox"]
+        img = images.get(ann["image_id"], {})
+        verdict, box = judge_box((x, y, x + w, y + h), img.get("width"), img.get("height"))
+        if verdict not in ("kept", "clipped"):
+            dropped += 1
+            continue
+        if verdict == "clipped":
+            clipped += 1
+            ann["bbox"] = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+        kept.append(ann)
+    if dropped or clipped:
+        logger.warning(
+            "%s: evaluating without the %d ground-truth boxes training drops and with %d clipped "
+            "to their image, as the box rule does (the file is not changed).", dataset_name,
+            dropped, clipped,
+        )
+        coco_api.dataset["annotations"] = kept
+        coco_api.createIndex()
+
+
 class COCODetectionEvaluator(COCOEvaluator):
     """COCO AP/AP50/AP75/APs/APm/APl for boxes, with a per-category table (percentages).
 
@@ -90,6 +120,7 @@ class COCODetectionEvaluator(COCOEvaluator):
         self._per_category: List[list] = []
         if self._do_evaluation:
             _renumber_annotation_id_zero(self._coco_api, dataset_name)
+            _apply_box_rule_to_ground_truth(self._coco_api, dataset_name)
 
     def reset(self):
         super().reset()

@@ -95,3 +95,32 @@ def test_no_predictions_are_explained(dataset, tmp_path, caplog):
     assert math.isnan(res["AP"])
     assert "0 predictions on 3 images (3 images without any)" in caplog.text
     assert "made no predictions on the 3 images" in caplog.text
+
+
+def test_ground_truth_boxes_follow_the_box_rule_training_applies(tmp_path, caplog):
+    import json
+    import uuid
+
+    from detectron2.data.datasets import register_coco_instances
+
+    from fpn_plugin.evaluation import COCODetectionEvaluator
+
+    gt = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [30, 30, 0, 10], "area": 0, "iscrowd": 0},
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [90, 70, 30, 30], "area": 100, "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    name = "rule_eval_" + uuid.uuid4().hex[:6]
+    register_coco_instances(name, {}, str(path), str(tmp_path))
+    with caplog.at_level("WARNING", logger="fpn_plugin.evaluation.coco"):
+        ev = COCODetectionEvaluator(name, output_dir=str(tmp_path / "out"), distributed=False)
+    anns = ev._coco_api.dataset["annotations"]
+    assert [a["id"] for a in anns] == [1, 3]  # the zero-area box is not asked for
+    assert anns[1]["bbox"] == [90.0, 70.0, 10.0, 10.0]  # clipped to the 100x80 image
+    assert "without the 1 ground-truth boxes training drops and with 1 clipped" in caplog.text
