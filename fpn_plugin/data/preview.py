@@ -15,7 +15,7 @@ import cv2
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
-from detectron2.utils.visualizer import Visualizer
+from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from ..config import add_fpn_plugin_config
 from .register import setup_datasets
@@ -44,7 +44,10 @@ def draw_ground_truth(dataset_name: str, output_dir: str, count: int = 8) -> Lis
     paths = []
     for record in records:
         rgb = read_image(record["file_name"], format="RGB")  # EXIF orientation applied
-        drawn = Visualizer(rgb, metadata).draw_dataset_dict(record).get_image()
+        # With thing_colors, one colour per class (detectron2 picks them at random otherwise,
+        # and only its SEGMENTATION mode reads thing_colors).
+        mode = ColorMode.SEGMENTATION if metadata.get("thing_colors", None) else ColorMode.IMAGE
+        drawn = Visualizer(rgb, metadata, instance_mode=mode).draw_dataset_dict(record).get_image()
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         path = os.path.join(output_dir, f"{stem}.jpg")
         cv2.imwrite(path, drawn[:, :, ::-1])
