@@ -5,7 +5,6 @@ Outcomes: "error" (an exception whose message names the file or key and matches)
 named skip), "read" (handled as a real user would want). The table in datasets/README.md
 lists the same cases.
 """
-import json
 import logging
 import pickle
 import uuid
@@ -20,6 +19,7 @@ from PIL import Image
 
 import fpn_plugin  # noqa: F401
 from fpn_plugin.checkpoint.safe_load import load_checkpoint_file
+from _coco_records import ann, register_coco
 from fpn_plugin.data import register_custom_dataset
 from fpn_plugin.data.custom import read_split_file
 from fpn_plugin.inference.images import ImageLoadError, load_image
@@ -59,34 +59,18 @@ def test_bad_images(tmp_path, case):
 
 
 # ---- COCO records ------------------------------------------------------------------------------
-def _register_coco(tmp_path, annotations, images=None, categories=None):
-    (tmp_path / "img").mkdir(exist_ok=True)
-    _png(tmp_path / "img" / "a.png", size=(100, 80))
-    data = {"images": images or [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
-            "annotations": annotations, "categories": categories or [{"id": 1, "name": "thing"}]}
-    path = tmp_path / "ann.json"
-    path.write_text(json.dumps(data))
-    name = "sweep_" + uuid.uuid4().hex[:6]
-    register_custom_dataset(name, {"FORMAT": "coco", "JSON": str(path), "IMAGES": str(tmp_path / "img")})
-    return name
-
-
-def _ann(i, bbox, **extra):
-    return {"id": i, "image_id": 1, "category_id": 1, "bbox": bbox, "area": 1.0, "iscrowd": 0, **extra}
-
-
 COCO = {
-    "zero-area box": ([_ann(1, [5, 5, 0, 0])], "dropped", "1 zero or negative size (annotation 1)"),
-    "negative width": ([_ann(1, [5, 5, -3, 4])], "dropped", "1 zero or negative size (annotation 1)"),
-    "NaN width": ([_ann(1, [5, 5, float("nan"), 4])], "dropped", "1 NaN/inf (annotation 1)"),
-    "infinite height": ([_ann(1, [5, 5, 4, float("inf")])], "dropped", "1 NaN/inf (annotation 1)"),
-    "box partly outside": ([_ann(1, [90, 70, 30, 30])], "clipped", "clipped 1 boxes to their image (annotation 1)"),
-    "box wholly outside": ([_ann(1, [300, 300, 5, 5])], "dropped", "1 outside the image (annotation 1)"),
-    "crowd box": ([_ann(1, [5, 5, 9, 9], iscrowd=1)], "warned", "1 crowd boxes kept"),
-    "duplicate annotation id": ([_ann(1, [5, 5, 9, 9]), _ann(1, [6, 6, 9, 9])], "error", "annotation ids appear twice"),
-    "unknown category id": ([_ann(1, [5, 5, 9, 9], category_id=5)], "error", "category id that is not in 'categories'"),
-    "annotation of an unknown image": ([_ann(1, [5, 5, 9, 9], image_id=7)], "error", "belong to no listed image"),
-    "duplicate image id": ([_ann(1, [5, 5, 9, 9])], "error", "image ids appear twice"),
+    "zero-area box": ([ann(1, [5, 5, 0, 0])], "dropped", "1 zero or negative size (annotation 1)"),
+    "negative width": ([ann(1, [5, 5, -3, 4])], "dropped", "1 zero or negative size (annotation 1)"),
+    "NaN width": ([ann(1, [5, 5, float("nan"), 4])], "dropped", "1 NaN/inf (annotation 1)"),
+    "infinite height": ([ann(1, [5, 5, 4, float("inf")])], "dropped", "1 NaN/inf (annotation 1)"),
+    "box partly outside": ([ann(1, [90, 70, 30, 30])], "clipped", "clipped 1 boxes to their image (annotation 1)"),
+    "box wholly outside": ([ann(1, [300, 300, 5, 5])], "dropped", "1 outside the image (annotation 1)"),
+    "crowd box": ([ann(1, [5, 5, 9, 9], iscrowd=1)], "warned", "1 crowd boxes kept"),
+    "duplicate annotation id": ([ann(1, [5, 5, 9, 9]), ann(1, [6, 6, 9, 9])], "error", "annotation ids appear twice"),
+    "unknown category id": ([ann(1, [5, 5, 9, 9], category_id=5)], "error", "category id that is not in 'categories'"),
+    "annotation of an unknown image": ([ann(1, [5, 5, 9, 9], image_id=7)], "error", "belong to no listed image"),
+    "duplicate image id": ([ann(1, [5, 5, 9, 9])], "error", "image ids appear twice"),
 }
 
 
@@ -96,7 +80,7 @@ def test_bad_coco_records(tmp_path, caplog, case):
     images = None
     if case == "duplicate image id":
         images = [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}] * 2
-    name = _register_coco(tmp_path, annotations, images=images)
+    name = register_coco(tmp_path, annotations, images=images)
     if outcome == "error":
         with pytest.raises(ValueError, match=message) as info:
             DatasetCatalog.get(name)

@@ -1,43 +1,22 @@
 """The one box rule at load (clip, drop, count, report once) and the COCO id checks."""
-import json
 import uuid
 
 import pytest
 from detectron2.data import DatasetCatalog
 
+from _coco_records import ann, register_coco
 from fpn_plugin.data import register_custom_dataset
 
 
-def _coco(tmp_path, annotations, images=None, categories=None):
-    from PIL import Image
-
-    (tmp_path / "img").mkdir(exist_ok=True)
-    Image.new("RGB", (100, 80)).save(tmp_path / "img" / "a.png")
-    data = {
-        "images": images or [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
-        "annotations": annotations,
-        "categories": categories or [{"id": 1, "name": "thing"}],
-    }
-    path = tmp_path / "ann.json"
-    path.write_text(json.dumps(data))
-    name = "rule_" + uuid.uuid4().hex[:6]
-    register_custom_dataset(name, {"FORMAT": "coco", "JSON": str(path), "IMAGES": str(tmp_path / "img")})
-    return name
-
-
-def _ann(i, bbox, **extra):
-    return {"id": i, "image_id": 1, "category_id": 1, "bbox": bbox, "area": 1.0, "iscrowd": 0, **extra}
-
-
 def test_coco_boxes_are_clipped_dropped_and_reported_once(tmp_path, caplog):
-    name = _coco(tmp_path, [
-        _ann(1, [10, 10, 20, 20]),               # fine
-        _ann(2, [30, 30, 0, 10]),                # zero width
-        _ann(3, [30, 30, float("nan"), 10]),     # NaN width (written as NaN by json)
-        _ann(4, [30, 30, -5, 10]),               # negative width
-        _ann(5, [90, 70, 30, 30]),               # partly outside: clipped to 100x80
-        _ann(6, [200, 200, 10, 10]),             # wholly outside: dropped
-        _ann(7, [5, 5, 10, 10], iscrowd=1),      # crowd: kept, counted
+    name = register_coco(tmp_path, [
+        ann(1, [10, 10, 20, 20]),               # fine
+        ann(2, [30, 30, 0, 10]),                # zero width
+        ann(3, [30, 30, float("nan"), 10]),     # NaN width (written as NaN by json)
+        ann(4, [30, 30, -5, 10]),               # negative width
+        ann(5, [90, 70, 30, 30]),               # partly outside: clipped to 100x80
+        ann(6, [200, 200, 10, 10]),             # wholly outside: dropped
+        ann(7, [5, 5, 10, 10], iscrowd=1),      # crowd: kept, counted
     ])
     with caplog.at_level("INFO", logger="fpn_plugin.data.boxes"):
         records = DatasetCatalog.get(name)
@@ -60,16 +39,16 @@ def test_coco_boxes_are_clipped_dropped_and_reported_once(tmp_path, caplog):
 ])
 def test_coco_id_problems_are_errors_naming_the_file_and_ids(tmp_path, problem, expected):
     images = [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}]
-    anns = [_ann(5, [1, 1, 5, 5])]
+    anns = [ann(5, [1, 1, 5, 5])]
     if problem == "duplicate image":
         images.append({"id": 1, "file_name": "b.png", "width": 100, "height": 80})
     elif problem == "duplicate annotation":
-        anns.append(_ann(5, [2, 2, 5, 5]))
+        anns.append(ann(5, [2, 2, 5, 5]))
     elif problem == "unknown image":
-        anns.append(dict(_ann(6, [2, 2, 5, 5]), image_id=42))
+        anns.append(dict(ann(6, [2, 2, 5, 5]), image_id=42))
     else:
-        anns.append(dict(_ann(7, [2, 2, 5, 5]), category_id=9))
-    name = _coco(tmp_path, anns, images=images)
+        anns.append(dict(ann(7, [2, 2, 5, 5]), category_id=9))
+    name = register_coco(tmp_path, anns, images=images)
     with pytest.raises(ValueError, match=r"ann.json: .*" + expected):
         DatasetCatalog.get(name)
 
