@@ -1,5 +1,6 @@
 """The one rule for ground-truth boxes, applied when a dataset is loaded.
 
+- A box that is not four numbers (a missing value, a string) is dropped.
 - A box with a NaN or infinite coordinate is dropped.
 - A box partly outside its image is clipped to the image.
 - A box with no area (zero or negative width or height, also after clipping, e.g. wholly
@@ -14,11 +15,11 @@ import logging
 import math
 import os
 from collections import defaultdict
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from detectron2.structures import BoxMode
 
-__all__ = ["apply_box_rule", "judge_box", "BoxReport"]
+__all__ = ["apply_box_rule", "judge_box", "to_xyxy", "BoxReport", "NOT_NUMBERS"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +63,48 @@ def _annotation_name(record: dict, k: int, ann: dict) -> str:
     return f"{os.path.basename(str(record.get('file_name', record.get('image_id'))))} object {k}"
 
 
+NOT_NUMBERS = "not 4 numbers"
+
+
+def _floats(values) -> Optional[List[float]]:
+    if isinstance(values, (str, bytes)):
+        return None
+    try:
+        floats = [float(v) for v in values]
+    except (TypeError, ValueError):  # None, a string that is no number, not a sequence
+        return None
+    return floats if len(floats) == 4 else None
+
+
+def to_xyxy(bbox, mode) -> Optional[List[float]]:
+    """``bbox`` (in ``mode``) as four floats in XYXY_ABS, or None when it is not four numbers."""
+    values = _floats(bbox)
+    if values is None or mode == BoxMode.XYXY_ABS:
+        return values
+    if mode == BoxMode.XYWH_ABS:  # by hand: BoxMode.convert builds a tensor per box
+        x, y, w, h = values
+        return [x, y, x + w, y + h]
+    return [float(v) for v in BoxMode.convert(values, mode, BoxMode.XYXY_ABS)]
+
+
 def judge_box(box, width=None, height=None) -> Tuple[str, List[float]]:
     """The rule for one XYXY_ABS box: ("kept" | "clipped" | a reason it is dropped, the box).
 
-    The reasons are "NaN/inf", "zero or negative size" and "outside the image"; the dataset
-    check reports the same verdicts that loading applies.
+    The reasons are "not 4 numbers", "NaN/inf", "zero or negative size" and "outside the
+    image"; the dataset check reports the same verdicts that loading applies.
     """
-    box = [float(v) for v in box]
+    floats = _floats(box)
+    if floats is None:
+        return NOT_NUMBERS, box
+    box = floats
     if not all(math.isfinite(v) for v in box):
         return "NaN/inf", box
     x0, y0, x1, y1 = box
     if x1 <= x0 or y1 <= y0:
         return "zero or negative size", box
-    if width and height:
+    size = _floats([width, height, 0, 0]) if width and height else None
+    if size is not None:
+        width, height = size[:2]
         clipped = [min(max(x0, 0.0), width), min(max(y0, 0.0), height),
                    min(max(x1, 0.0), width), min(max(y1, 0.0), height)]
         if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
@@ -98,9 +128,8 @@ def apply_box_rule(records: List[dict], name: str) -> List[dict]:
         for k, ann in enumerate(record["annotations"]):
             report.total += 1
             label = _annotation_name(record, k, ann)
-            verdict, box = judge_box(
-                BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYXY_ABS), width, height
-            )
+            xyxy = to_xyxy(ann.get("bbox"), ann.get("bbox_mode", BoxMode.XYXY_ABS))
+            verdict, box = judge_box(xyxy if xyxy is not None else ann.get("bbox"), width, height)
             if verdict == "clipped":
                 report.clipped.append(label)
             elif verdict != "kept":

@@ -24,6 +24,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from detectron2.structures import BoxMode
+
+from .boxes import judge_box, to_xyxy
+
 __all__ = [
     "Problem", "Report", "check_coco", "check_voc", "check_dataset", "draw_ground_truth", "main",
 ]
@@ -117,7 +121,8 @@ def _check_image(report: Report, path: str, file: str, where: str, width, height
     result = _image_problem(path)
     if result[0] != "size":
         report.add(result[0], file, where, f"{path}: {result[1]}")
-    elif width and height and tuple(result[1]) != (int(width), int(height)):
+    elif width and height and to_xyxy([*result[1], 0, 0], BoxMode.XYXY_ABS) != to_xyxy(
+            [width, height, 0, 0], BoxMode.XYXY_ABS):
         report.add("image size mismatch", file, where,
                    f"{path} is {result[1][0]}x{result[1][1]} but the annotation says "
                    f"{width}x{height}")
@@ -126,8 +131,6 @@ def _check_image(report: Report, path: str, file: str, where: str, width, height
 def _check_box(report, file, where, x0, y0, x1, y1, width, height):
     """Report what the box rule (fpn_plugin.data.boxes), which loading applies, does to a box
     given in XYXY_ABS; returns False when it drops it."""
-    from .boxes import judge_box
-
     verdict, _ = judge_box((x0, y0, x1, y1), width, height)
     box = f"box (x0={x0}, y0={y0}, x1={x1}, y1={y1})"
     if verdict == "NaN/inf":
@@ -145,14 +148,17 @@ def _hint_xyxy(report: Report, json_file: str, annotations, images) -> None:
     """Boxes outside the image that would fit as [x0, y0, x1, y1]: COCO wants [x, y, w, h]."""
     outside = fits_as_xyxy = 0
     for ann in annotations:
-        img = images.get(ann.get("image_id"))
-        bbox = ann.get("bbox")
-        if not img or not isinstance(bbox, list) or len(bbox) != 4 or not img.get("width"):
+        if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), (int, str)):
             continue
-        x, y, w, h = (float(v) for v in bbox)
-        if x + w > img["width"] or y + h > img["height"]:
+        img = images.get(ann.get("image_id"))
+        box = to_xyxy(ann.get("bbox"), BoxMode.XYXY_ABS)  # the values as given
+        size = to_xyxy([img.get("width"), img.get("height"), 0, 0], BoxMode.XYXY_ABS) if img else None
+        if box is None or not size or not size[0]:
+            continue
+        (x, y, w, h), (width, height) = box, size[:2]
+        if x + w > width or y + h > height:
             outside += 1
-            fits_as_xyxy += x < w <= img["width"] and y < h <= img["height"]
+            fits_as_xyxy += x < w <= width and y < h <= height
     if outside and fits_as_xyxy >= max(1, outside // 2):
         report.add("box format", json_file, "annotations",
                    f"{fits_as_xyxy} of the {outside} boxes outside their image fit inside it when "
@@ -170,11 +176,19 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True,
     except (OSError, ValueError) as e:
         report.add("malformed file", json_file, "-", f"cannot read the JSON: {e}")
         return report
+    if not isinstance(data, dict):
+        report.add("malformed file", json_file, "-", f"the JSON is a {type(data).__name__}, not an "
+                   "object with 'images', 'annotations' and 'categories'")
+        return report
     cats = data.get("categories") or []
     if not cats:
         report.add("malformed file", json_file, "categories", "no categories")
     cat_name = {}
     for i, c in enumerate(cats):
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int):
+            report.add("malformed record", json_file, f"categories[{i}]",
+                       f"{c!r} is not an object with an integer 'id'")
+            continue
         if c.get("id") in cat_name:
             report.add("duplicate id", json_file, f"categories[{i}]",
                        f"category id {c.get('id')} repeats")
@@ -183,6 +197,10 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True,
         report.id_mapping.append(f"category id {cid} ({cat_name[cid]!r}) -> {k}")
     images = {}
     for i, img in enumerate(data.get("images", [])):
+        if not isinstance(img, dict) or not isinstance(img.get("id"), (int, str)):
+            report.add("malformed record", json_file, f"images[{i}]",
+                       f"{img!r} is not an object with an integer or string 'id'")
+            continue
         iid = img.get("id")
         if iid in images:
             report.add("duplicate id", json_file, f"images[{i}]",
@@ -197,40 +215,45 @@ def check_coco(json_file: str, image_root: str, check_images: bool = True,
     ann_ids = set()
     by_image: Dict[object, list] = {}
     for i, ann in enumerate(data.get("annotations", [])):
-        where = f"annotations[{i}] (id {ann.get('id')})"
-        if ann.get("id") in ann_ids:
-            report.add("duplicate id", json_file, where, f"annotation id {ann.get('id')} repeats")
-        elif ann.get("id") == 0:
-            report.add("annotation id 0", json_file, where,
-                       "pycocotools' COCOeval reads a match with annotation id 0 as no match, so a "
-                       "correct detection of it counts as a false positive; fpn_plugin's evaluator "
-                       "renumbers the ids, other tools will not: number annotations from 1")
-        ann_ids.add(ann.get("id"))
-        img = images.get(ann.get("image_id"))
-        if img is None:
-            report.add("unknown image", json_file, where,
-                       f"image_id {ann.get('image_id')} is not in 'images'")
+        if not isinstance(ann, dict):
+            report.add("malformed record", json_file, f"annotations[{i}]", f"{ann!r} is not an object")
             continue
-        if ann.get("category_id") not in cat_name:
-            report.add("unknown category", json_file, where,
-                       f"category_id {ann.get('category_id')} is not in 'categories' "
-                       f"(ids: {sorted(cat_name)})")
-            continue
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            report.add("malformed box", json_file, where,
-                       f"bbox {bbox!r} is not [x, y, width, height]")
-            continue
-        if ann.get("iscrowd", 0):
-            report.crowd += 1  # crowd regions are not trained on as boxes: counted apart
-            continue
-        x, y, w, h = (float(v) for v in bbox)
-        name = cat_name[ann["category_id"]]
-        report.num_boxes += 1
-        report.class_histogram[name] += 1
-        _check_box(report, json_file, where, x, y, x + w, y + h, img.get("width"),
-                   img.get("height"))
-        by_image.setdefault(ann["image_id"], []).append((name, (x, y, x + w, y + h)))
+        try:
+            where = f"annotations[{i}] (id {ann.get('id')})"
+            if ann.get("id") in ann_ids:
+                report.add("duplicate id", json_file, where, f"annotation id {ann.get('id')} repeats")
+            elif ann.get("id") == 0:
+                report.add("annotation id 0", json_file, where,
+                           "pycocotools' COCOeval reads a match with annotation id 0 as no match, so a "
+                           "correct detection of it counts as a false positive; fpn_plugin's evaluator "
+                           "renumbers the ids, other tools will not: number annotations from 1")
+            ann_ids.add(ann.get("id"))
+            img = images.get(ann.get("image_id"))
+            if img is None:
+                report.add("unknown image", json_file, where,
+                           f"image_id {ann.get('image_id')} is not in 'images'")
+                continue
+            if ann.get("category_id") not in cat_name:
+                report.add("unknown category", json_file, where,
+                           f"category_id {ann.get('category_id')} is not in 'categories' "
+                           f"(ids: {sorted(cat_name)})")
+                continue
+            box = to_xyxy(ann.get("bbox"), BoxMode.XYWH_ABS)
+            if box is None:
+                report.add("malformed box", json_file, where,
+                           f"bbox {ann.get('bbox')!r} is not 4 numbers [x, y, width, height]: "
+                           "training drops it; fix or remove it")
+                continue
+            if ann.get("iscrowd", 0):
+                report.crowd += 1  # crowd regions are not trained on as boxes: counted apart
+                continue
+            name = cat_name[ann["category_id"]]
+            report.num_boxes += 1
+            report.class_histogram[name] += 1
+            _check_box(report, json_file, where, *box, img.get("width"), img.get("height"))
+            by_image.setdefault(ann["image_id"], []).append((name, tuple(box)))
+        except (TypeError, ValueError, KeyError) as e:  # a record no rule foresaw: reported, not a crash
+            report.add("malformed record", json_file, f"annotations[{i}]", f"{type(e).__name__}: {e}")
     _hint_xyxy(report, json_file, data.get("annotations", []), images)
     for iid in list(images)[:num_samples]:
         path = os.path.join(image_root, images[iid].get("file_name", ""))

@@ -75,9 +75,13 @@ def check_coco_ids(json_file: str) -> str:
     """
     with open(json_file) as f:
         data = json.load(f)
+    problems = [f"{key}[{i}] is not an object ({v!r:.60})" for key in ("images", "annotations", "categories")
+                for i, v in enumerate(data.get(key, [])) if not isinstance(v, dict)]
+    if problems:
+        raise ValueError(f"{json_file}: " + "; ".join(problems[:5]) + ". Fix the file (python -m "
+                         "fpn_plugin.data.check lists every problem).")
     images = [im.get("id") for im in data.get("images", [])]
     anns = data.get("annotations", [])
-    problems = []
     dup_images = _repeated(images)
     if dup_images:
         problems.append(f"{len(dup_images)} image ids appear twice or more ({dup_images[:5]})")

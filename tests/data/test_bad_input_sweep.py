@@ -66,6 +66,8 @@ COCO = {
     "infinite height": ([ann(1, [5, 5, 4, float("inf")])], "dropped", "1 NaN/inf (annotation 1)"),
     "box partly outside": ([ann(1, [90, 70, 30, 30])], "clipped", "clipped 1 boxes to their image (annotation 1)"),
     "box wholly outside": ([ann(1, [300, 300, 5, 5])], "dropped", "1 outside the image (annotation 1)"),
+    "bbox of strings": ([ann(1, ["a", "b", "c", "d"])], "dropped", "1 not 4 numbers (annotation 1)"),
+    "bbox of 3 values": ([ann(1, [5, 5, 9])], "dropped", "1 not 4 numbers (annotation 1)"),
     "crowd box": ([ann(1, [5, 5, 9, 9], iscrowd=1)], "warned", "1 crowd boxes kept"),
     "duplicate annotation id": ([ann(1, [5, 5, 9, 9]), ann(1, [6, 6, 9, 9])], "error", "annotation ids appear twice"),
     "unknown category id": ([ann(1, [5, 5, 9, 9], category_id=5)], "error", "category id that is not in 'categories'"),

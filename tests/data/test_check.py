@@ -230,3 +230,47 @@ def test_a_malformed_xml_outside_the_split_does_not_block_it(tmp_path, caplog):
         register_custom_dataset(name, {"FORMAT": "voc_folder", "DIR": str(folder), "SPLIT": str(tmp_path / "train.txt")})
     assert [d["image_id"] for d in DatasetCatalog.get(name)] == ["p0", "p1"]
     assert "broken.xml" in caplog.text and "cannot be parsed" in caplog.text
+
+
+def test_records_whose_values_cannot_be_parsed_are_reported_not_a_crash(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (100, 80)).save(tmp_path / "a.png")
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": "wide", "height": 80}, "not an image"],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": ["a", "b", "c", "d"], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": "1234", "iscrowd": 0},
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [5, 5, 9], "iscrowd": 0},
+            {"id": [4], "image_id": 1, "category_id": 1, "bbox": [5, 5, 9, 9], "iscrowd": 0},
+            17,
+            {"id": 6, "image_id": 1, "category_id": 1, "bbox": [5, 5, 9, 9], "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "face"}, {"id": "two", "name": "hand"}],
+    }
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(data))
+    report = check_coco(str(path), str(tmp_path))
+    kinds = report.kinds()
+    assert kinds["malformed box"] == 3  # strings, a string, three values
+    assert kinds["malformed record"] == 4  # an image, an annotation id, a bare number, a category
+    assert report.num_boxes == 1  # annotation 6 is fine
+    text = report.format()
+    assert "annotations[4]" in text and "categories[1]" in text and "images[1]" in text
+    # Problems found: exit 1 (not 2, "could not run").
+    assert main(["--coco", str(path), str(tmp_path)]) == 1
+    # JSON that is not an object at all is a reported malformed file too.
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert check_coco(str(tmp_path / "list.json"), str(tmp_path)).kinds()["malformed file"] == 1
+
+
+def test_training_refuses_records_that_are_not_objects_naming_them(tmp_path):
+    import pytest
+    from detectron2.data import DatasetCatalog
+
+    from _coco_records import ann, register_coco
+
+    name = register_coco(tmp_path, [ann(1, [5, 5, 9, 9]), 17])
+    with pytest.raises(ValueError, match=r"annotations\[1\] is not an object \(17\)") as info:
+        DatasetCatalog.get(name)
+    assert "ann.json" in str(info.value)
