@@ -12,6 +12,12 @@ those are reused as they are. This module adds
 - :func:`register_builtin_under`, which re-registers the COCO and VOC detection splits under
   another root (``DATASETS.ROOT`` in a config).
 
+At import the COCO and VOC detection splits are re-registered under the default root with the
+same files and metadata, loading through the checks every dataset gets: COCO ids
+(:func:`fpn_plugin.data.custom.check_coco_ids`), the box rule (:mod:`fpn_plugin.data.boxes`),
+and VOC through :func:`fpn_plugin.data.voc.load_vocdevkit` (detectron2's reader fails on a
+one-line ImageSets list and makes a zero-area box a one-pixel one; both keep difficult objects).
+
 The expected folder layout is in ``datasets/README.md``.
 """
 import logging
@@ -19,12 +25,14 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import builtin as d2_builtin
-from detectron2.data.datasets import load_voc_instances, register_coco_instances
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASS_NAMES
 from detectron2.data.datasets.pascal_voc import register_pascal_voc
 
+from .boxes import apply_box_rule
+from .custom import register_coco_following_rules
 from .paths import datasets_root
+from .voc import load_vocdevkit
 from .synthetic import ShapesSpec, register_shapes
 
 __all__ = ["VOC_SPLITS", "register_builtin_under", "register_voc_0712", "register_default_shapes"]
@@ -54,12 +62,8 @@ def register_voc_0712(root: str, name: str = "voc_0712_trainval") -> None:
     """Register VOC2007 trainval + VOC2012 trainval under one name."""
     _replace(name)
     dirs = [os.path.join(root, "VOC2007"), os.path.join(root, "VOC2012")]
-    DatasetCatalog.register(
-        name,
-        lambda: [
-            d for dirname in dirs for d in load_voc_instances(dirname, "trainval", VOC_CLASS_NAMES)
-        ],
-    )
+    DatasetCatalog.register(name, lambda: apply_box_rule(
+        [d for dirname in dirs for d in load_vocdevkit(dirname, "trainval", VOC_CLASS_NAMES)], name))
     # No "dirname": two folders. Evaluate on voc_2007_test, as the papers do.
     MetadataCatalog.get(name).set(thing_classes=list(VOC_CLASS_NAMES), evaluator_type="pascal_voc")
 
@@ -73,7 +77,7 @@ def register_builtin_under(root: str) -> None:
     """
     for name, (image_root, json_file) in d2_builtin._PREDEFINED_SPLITS_COCO["coco"].items():
         _replace(name)
-        register_coco_instances(
+        register_coco_following_rules(
             name,
             _get_builtin_metadata("coco"),
             os.path.join(root, json_file) if "://" not in json_file else json_file,
@@ -83,9 +87,12 @@ def register_builtin_under(root: str) -> None:
         _replace(name)
         year = 2007 if "2007" in name else 2012
         register_pascal_voc(name, os.path.join(root, dirname), split, year)
+        DatasetCatalog.remove(name)
+        DatasetCatalog.register(name, lambda d=os.path.join(root, dirname), s=split, n=name: apply_box_rule(
+            load_vocdevkit(d, s, VOC_CLASS_NAMES), n))
         MetadataCatalog.get(name).evaluator_type = "pascal_voc"
     register_voc_0712(root)
-    logger.info("Registered the COCO and VOC detection splits under %s", root)
+    logger.debug("Registered the COCO and VOC detection splits under %s", root)
 
 
 def register_default_shapes(root: str = None, spec: ShapesSpec = ShapesSpec()) -> None:
@@ -93,6 +100,7 @@ def register_default_shapes(root: str = None, spec: ShapesSpec = ShapesSpec()) -
     register_shapes(os.path.join(root or datasets_root(), "shapes"), spec)
 
 
-# At import (``import fpn_plugin``): 07+12 and the shapes default, under the default root.
-register_voc_0712(datasets_root())
+# At import (``import fpn_plugin``): the detection splits, 07+12 and the shapes default, under
+# the default root.
+register_builtin_under(datasets_root())
 register_default_shapes()

@@ -163,6 +163,19 @@ def coco_class_names(json_file: str) -> Tuple[List[str], Dict[int, int]]:
     return [c["name"] for c in cats], {c["id"]: i for i, c in enumerate(cats)}
 
 
+def register_coco_following_rules(name: str, metadata: Dict, json_file: str, image_root: str) -> None:
+    """``register_coco_instances``, loading with detectron2's reader after :func:`check_coco_ids`,
+    then the box rule (:func:`fpn_plugin.data.boxes.apply_box_rule`).
+
+    The ids are checked on a first read of the JSON (on COCO 2017 train, 448 MB, a few seconds).
+    """
+    register_coco_instances(name, metadata, json_file, image_root)
+    DatasetCatalog.remove(name)
+    checked = (lambda f: f) if "://" in json_file else check_coco_ids
+    DatasetCatalog.register(name, lambda: apply_box_rule(
+        load_coco_json(checked(json_file), image_root, name, extra_annotation_keys=["id"]), name))
+
+
 def _xml_files(folder: str) -> List[str]:
     return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".xml")]
 
@@ -225,11 +238,7 @@ def register_custom_dataset(
                 f"{key}.CLASSES is {listed} but {json_file} has the categories {classes} (in "
                 "category-id order). Fix CLASSES, or remove it to take the names from the JSON."
             )
-        register_coco_instances(name, {}, json_file, images)
-        # Loaded with detectron2's reader after the ids are checked, then the box rule.
-        DatasetCatalog.remove(name)
-        DatasetCatalog.register(name, lambda: apply_box_rule(
-            load_coco_json(check_coco_ids(json_file), images, name, extra_annotation_keys=["id"]), name))
+        register_coco_following_rules(name, {}, json_file, images)
         # Known before the data is loaded, so NUM_CLASSES can be checked and the evaluator
         # can map ids back (load_coco_json sets the same values again when it runs).
         MetadataCatalog.get(name).set(

@@ -18,6 +18,8 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from .boxes import apply_box_rule
+
 __all__ = ["SHAPE_CLASSES", "ShapesSpec", "generate_shapes", "ensure_shapes", "register_shapes"]
 
 logger = logging.getLogger(__name__)
@@ -174,7 +176,7 @@ def register_shapes(cache_dir: str, spec: ShapesSpec = ShapesSpec(),
 
         def load(json_file=json_file, name=name):
             ensure_shapes(cache_dir, spec)
-            return load_coco_json(json_file, folder, name)
+            return apply_box_rule(load_coco_json(json_file, folder, name), name)
 
         DatasetCatalog.register(name, load)
         MetadataCatalog.get(name).set(
