@@ -10,6 +10,8 @@ import itertools
 import logging
 import math
 import operator
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.utils.data as torchdata
@@ -19,7 +21,7 @@ from detectron2.data.common import AspectRatioGroupedDataset, MapDataset, ToIter
 from detectron2.utils import comm
 
 __all__ = ["NameUnreadableImages", "ResumableSampler", "SkipUnreadableImages", "build_resumable_train_loader",
-           "build_test_loader"]
+           "build_test_loader", "drop_unreadable_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,61 @@ class ResumableSampler(torchdata.Sampler):
         )
 
 
+def _too_many_unreadable(unreadable: dict, limit: int) -> RuntimeError:
+    listed = "\n".join(f"  {f}: {r}" for f, r in list(unreadable.items())[:20])
+    return RuntimeError(
+        f"{len(unreadable)} training images could not be read, more than the {limit} "
+        f"DATALOADER.MAX_UNREADABLE_FRACTION allows:\n{listed}\nFix or remove them (python -m "
+        "fpn_plugin.data.check --config-file ... lists every problem), or raise "
+        "DATALOADER.MAX_UNREADABLE_FRACTION."
+    )
+
+
+def _read_error(file_name: str, image_format: str):
+    from detectron2.data.detection_utils import read_image
+
+    try:
+        read_image(file_name, format=image_format)  # decoded as the training mapper decodes it
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def drop_unreadable_images(dataset_dicts, limit: int, image_format: str = "BGR", threads: int = 2):
+    """Decode every training image once before training; drop the unreadable ones, naming each.
+
+    The check behind ``DATALOADER.CHECK_IMAGES_AT_START``: each process decodes its share of the
+    images (as detectron2's reader does, EXIF included), the list of failures is shared, and
+    past ``limit`` images training stops with the list, as :class:`SkipUnreadableImages` would
+    mid-run. It costs one full decode of the dataset.
+
+    Returns:
+        the dataset dicts of the readable images (the same list when all are readable).
+    """
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    rank, world = comm.get_rank(), comm.get_world_size()
+    mine = [d["file_name"] for d in dataset_dicts[rank::world]]
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # PIL decodes without holding the GIL
+        errors = list(tqdm(pool.map(lambda f: _read_error(f, image_format), mine), total=len(mine),
+                           desc="checking training images", unit="img", disable=len(mine) < 1000))
+    found = {f: e for f, e in zip(mine, errors) if e}
+    unreadable = {}
+    for part in comm.all_gather(found) if world > 1 else [found]:
+        unreadable.update(part)
+    seconds = time.perf_counter() - start
+    if len(unreadable) > limit:
+        raise _too_many_unreadable(unreadable, limit)
+    for name, reason in unreadable.items():
+        logger.warning("Leaving out an unreadable training image: %s: %s", name, reason)
+    logger.info("Checked the %d training images before training (%.1f s): %d unreadable%s.",
+                len(dataset_dicts), seconds, len(unreadable), ", left out" if unreadable else "")
+    if not unreadable:
+        return dataset_dicts
+    return [d for d in dataset_dicts if d["file_name"] not in unreadable]
+
+
 class SkipUnreadableImages:
     """A dataset mapper that skips the images it cannot read, naming each, up to a limit.
 
@@ -86,13 +143,7 @@ class SkipUnreadableImages:
             name = dataset_dict.get("file_name", "?")
             self.unreadable[name] = f"{type(e).__name__}: {e}"
             if len(self.unreadable) > self.limit:
-                listed = "\n".join(f"  {f}: {r}" for f, r in list(self.unreadable.items())[:20])
-                raise RuntimeError(
-                    f"{len(self.unreadable)} training images could not be read, more than the "
-                    f"{self.limit} DATALOADER.MAX_UNREADABLE_FRACTION allows:\n{listed}\n"
-                    "Fix or remove them (python -m fpn_plugin.data.check --config-file ... lists "
-                    "every problem), or raise DATALOADER.MAX_UNREADABLE_FRACTION."
-                ) from e
+                raise _too_many_unreadable(self.unreadable, self.limit) from e
             logger.warning("Skipping an unreadable training image (%d of at most %d): %s: %s",
                            len(self.unreadable), self.limit, name, self.unreadable[name])
             return None  # MapDataset takes another image
@@ -133,6 +184,11 @@ def build_resumable_train_loader(cfg, mapper=None):
     """
     kwargs = _train_loader_from_config(cfg, mapper=mapper or DatasetMapper(cfg, True))
     limit = math.ceil(cfg.DATALOADER.MAX_UNREADABLE_FRACTION * len(kwargs["dataset"]))
+    if cfg.DATALOADER.CHECK_IMAGES_AT_START:
+        readable = drop_unreadable_images(kwargs["dataset"], limit, cfg.INPUT.FORMAT,
+                                          cfg.DATALOADER.NUM_WORKERS)
+        if len(readable) < len(kwargs["dataset"]):  # the sampler is sized by the dataset
+            kwargs = _train_loader_from_config(cfg, mapper=kwargs["mapper"], dataset=readable)
     dataset = MapDataset(kwargs["dataset"], SkipUnreadableImages(kwargs["mapper"], limit))
     sampler = ResumableSampler(kwargs["sampler"])
     batch_size = kwargs["total_batch_size"] // comm.get_world_size()

@@ -57,3 +57,49 @@ def test_evaluation_names_an_image_it_cannot_read(tmp_path):
     model = Trainer.build_model(cfg)
     with pytest.raises(RuntimeError, match=r"Evaluation cannot read the image .*001.png \(FileNotFoundError"):
         Trainer.test(cfg, model)
+
+
+def test_the_check_at_start_leaves_unreadable_images_out_before_the_first_step(tmp_path, caplog):
+    register_synthetic("unreadable_first", str(tmp_path / "data"), num_images=8)
+    missing, truncated = _spoil(str(tmp_path / "data" / "unreadable_first"))
+    cfg = tiny_cfg(str(tmp_path / "out"), "unreadable_first", max_iter=6)
+    cfg.DATALOADER.MAX_UNREADABLE_FRACTION = 0.25
+    cfg.DATALOADER.CHECK_IMAGES_AT_START = True
+    with caplog.at_level("INFO", logger="fpn_plugin.engine.data"):
+        trainer = Trainer(cfg)
+    assert "Checked the 8 training images before training" in caplog.text
+    assert "2 unreadable, left out" in caplog.text
+    assert f"Leaving out an unreadable training image: {missing}" in caplog.text
+    assert truncated in caplog.text
+    # The sampler draws from the 6 readable images only: nothing is skipped mid-run.
+    caplog.clear()
+    trainer.resume_or_load(resume=False)
+    with caplog.at_level("WARNING", logger="fpn_plugin.engine.data"):
+        trainer.train()
+    assert "Skipping an unreadable training image" not in caplog.text
+    assert trainer.iter == 6
+
+
+def test_the_check_at_start_stops_past_the_limit_before_training(tmp_path):
+    register_synthetic("unreadable_first_stop", str(tmp_path / "data"), num_images=8)
+    missing, truncated = _spoil(str(tmp_path / "data" / "unreadable_first_stop"))
+    cfg = tiny_cfg(str(tmp_path / "out"), "unreadable_first_stop", max_iter=6)
+    cfg.DATALOADER.MAX_UNREADABLE_FRACTION = 0.1
+    cfg.DATALOADER.CHECK_IMAGES_AT_START = True
+    with pytest.raises(RuntimeError, match=r"2 training images could not be read, more than the 1") as info:
+        Trainer(cfg)
+    assert missing in str(info.value) and truncated in str(info.value)
+
+
+def test_drop_unreadable_images_keeps_a_clean_list_as_it_is(tmp_path):
+    from PIL import Image
+
+    from fpn_plugin.engine.data import drop_unreadable_images
+
+    Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
+    dicts = [{"file_name": str(tmp_path / "a.png")}]
+    assert drop_unreadable_images(dicts, limit=0) is dicts
+    dicts.append({"file_name": str(tmp_path / "gone.png")})
+    with pytest.raises(RuntimeError, match=r"1 training images could not be read, more than the 0"):
+        drop_unreadable_images(dicts, limit=0)
+    assert drop_unreadable_images(dicts, limit=1) == dicts[:1]
