@@ -45,7 +45,7 @@ class BoxReport:
         return ", ".join(names[:_SHOWN]) + more
 
     def message(self) -> str:
-        """One line for the log ("" when every box was kept as it was)."""
+        """One line for the log, also when every box was kept as it was."""
         parts = []
         if self.dropped:
             kinds = ", ".join(f"{len(v)} {k} ({self._named(v)})" for k, v in sorted(self.dropped.items()))
@@ -54,7 +54,9 @@ class BoxReport:
             parts.append(f"clipped {len(self.clipped)} boxes to their image ({self._named(self.clipped)})")
         if self.crowd:
             parts.append(f"{self.crowd} crowd boxes kept (ignored in training, as by detectron2)")
-        return f"{self.name}: " + "; ".join(parts) if parts else ""
+        if not parts:
+            return f"{self.name}: all {self.total} boxes kept as they are (box rule: none dropped or clipped)"
+        return f"{self.name}: " + "; ".join(parts)
 
 
 def _annotation_name(record: dict, k: int, ann: dict) -> str:
@@ -139,7 +141,5 @@ def apply_box_rule(records: List[dict], name: str) -> List[dict]:
                 report.crowd += 1
             kept.append(dict(ann, bbox=box, bbox_mode=BoxMode.XYXY_ABS))
         record["annotations"] = kept
-    text = report.message()
-    if text:
-        (logger.warning if report.dropped or report.clipped else logger.info)(text)
+    (logger.warning if report.dropped or report.clipped else logger.info)(report.message())
     return records

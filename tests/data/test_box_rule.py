@@ -70,3 +70,18 @@ def test_voc_boxes_without_extent_are_dropped_not_made_one_pixel(tmp_path, caplo
         (record,) = DatasetCatalog.get(name)
     assert [a["bbox"] for a in record["annotations"]] == [[4.0, 4.0, 30.0, 20.0]]
     assert "dropped 2 of 3 boxes: 2 zero or negative size" in caplog.text and "p.png object 1" in caplog.text
+
+
+def test_a_clean_dataset_says_so_in_one_line(caplog):
+    import logging
+
+    from detectron2.structures import BoxMode
+
+    from fpn_plugin.data.boxes import apply_box_rule
+
+    records = [{"file_name": "a.png", "width": 50, "height": 40,
+                "annotations": [{"bbox": [1, 2, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}]}]
+    with caplog.at_level(logging.INFO, logger="fpn_plugin.data.boxes"):
+        apply_box_rule(records, "clean_set")
+    assert "clean_set: all 1 boxes kept as they are" in caplog.text
+    assert records[0]["annotations"][0]["bbox"] == [1.0, 2.0, 11.0, 12.0]
