@@ -1,9 +1,52 @@
-"""The config keys fpn_plugin adds to detectron2's: ``add_fpn_plugin_config(cfg)``."""
+"""The config keys fpn_plugin adds to detectron2's (``add_fpn_plugin_config(cfg)``), and
+:func:`load_config`, the one way a config file and its overrides are read."""
+import difflib
+import re
+from typing import Optional, Sequence
+
 from detectron2.config import CfgNode as CN
 
 from .device import resolve_device
 
-__all__ = ["add_fpn_plugin_config"]
+__all__ = ["add_fpn_plugin_config", "load_config"]
+
+
+def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> CN:
+    """detectron2's config with fpn_plugin's keys, ``config_file`` merged, then ``opts``.
+
+    An unknown key (a typo in the file or the overrides) is a KeyError that names the file,
+    the key, the closest existing key and the keys of its node; yacs only says "Non-existent".
+    Datasets are not registered and the device is not resolved here (see ``setup_datasets``).
+    """
+    from detectron2.config import get_cfg
+
+    cfg = add_fpn_plugin_config(get_cfg())
+    for source, merge in ((config_file, lambda: cfg.merge_from_file(config_file)),
+                          ("the command-line overrides", lambda: cfg.merge_from_list(list(opts)))):
+        if source is None or (source == "the command-line overrides" and not opts):
+            continue
+        try:
+            merge()
+        except (KeyError, AssertionError) as e:
+            found = re.search(r"Non-existent (?:config )?key: ([\w.]+)", str(e))
+            if not found:
+                raise
+            raise KeyError(_unknown_key_message(cfg, found.group(1), source)) from None
+    return cfg
+
+
+def _unknown_key_message(cfg: CN, full_key: str, source: str) -> str:
+    parent, node = "", cfg
+    for part in full_key.split(".")[:-1]:
+        if not isinstance(node.get(part), CN):
+            break
+        parent, node = f"{parent}.{part}".lstrip("."), node[part]
+    leaf = full_key[len(parent):].lstrip(".").split(".")[0]
+    close = difflib.get_close_matches(leaf, list(node.keys()), n=1, cutoff=0.6)
+    where = f"{parent}." if parent else ""
+    hint = f" Did you mean {where}{close[0]}?" if close else ""
+    return (f"{source}: {full_key} is not a config key.{hint} The keys of "
+            f"{parent or 'the config'} are: {', '.join(sorted(node.keys()))}.")
 
 
 def add_fpn_plugin_config(cfg: CN) -> CN:

@@ -17,6 +17,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import yaml
 
+from .config import load_config  # noqa: F401  (the notebook's cells call it from here)
 from .device import resolve_device
 from .precision import PRECISIONS, choose_precision
 
@@ -63,18 +64,6 @@ def run(args: Sequence, cwd: Optional[str] = None, tail_lines: int = 40) -> None
             f"`python {' '.join(map(str, args))}` exited with code {code}. Its last lines:\n"
             + "".join(tail)
         )
-
-
-def load_config(config_file: str):
-    """The merged config of ``config_file`` (fpn_plugin's keys included)."""
-    from detectron2.config import get_cfg
-
-    from .config import add_fpn_plugin_config
-
-    cfg = get_cfg()
-    add_fpn_plugin_config(cfg)
-    cfg.merge_from_file(config_file)
-    return cfg
 
 
 def _dataset_keys(dataset: str, data_dir: str, own_train: Optional[dict], own_val: Optional[dict]) -> dict:

@@ -448,13 +448,10 @@ def _run(args) -> int:
                                  args.draw))
     names = list(args.datasets)
     if args.config_file:
-        from detectron2.config import get_cfg
-
+        from ..config import load_config
         from .register import register_datasets_from_config
 
-        cfg = get_cfg()
-        fpn_plugin.add_fpn_plugin_config(cfg)
-        cfg.merge_from_file(args.config_file)
+        cfg = load_config(args.config_file)
         register_datasets_from_config(cfg, args.config_file)
         names += [n for n in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) if n not in names]
     for name in names:

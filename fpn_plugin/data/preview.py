@@ -12,12 +12,11 @@ import os
 from typing import List, Optional
 
 import cv2
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from ..config import add_fpn_plugin_config
+from ..config import load_config
 from .register import setup_datasets
 
 __all__ = ["draw_ground_truth", "draw_ground_truth_from_config"]
@@ -60,10 +59,7 @@ def draw_ground_truth_from_config(
     opts: Optional[list] = None,
 ) -> List[str]:
     """Register the config's datasets and draw one of them (default: the first of DATASETS.TRAIN)."""
-    cfg = get_cfg()
-    add_fpn_plugin_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts or []))
+    cfg = load_config(config_file, list(opts or []))
     setup_datasets(cfg, config_file)
     name = dataset_name or (cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None)
     if not name:

@@ -1,10 +1,9 @@
 """Config and process setup shared by ``train_net.py`` and the tests."""
-from detectron2.config import get_cfg
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_fpn_plugin_config
+from ..config import load_config
 from ..data import setup_datasets
 from ..device import resolve_device
 
@@ -12,12 +11,7 @@ __all__ = ["setup_cfg", "config_device"]
 
 
 def _load_cfg(args):
-    cfg = get_cfg()
-    add_fpn_plugin_config(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts or [])
-    return cfg
+    return load_config(args.config_file or None, args.opts or [])
 
 
 def config_device(args) -> str:

@@ -14,12 +14,11 @@ from typing import List, Optional
 
 import cv2
 import numpy as np
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
-from ..config import add_fpn_plugin_config
+from ..config import load_config
 from ..data import register_datasets_from_config
 from ..precision import PRECISIONS
 from .images import ImageLoadError, load_image
@@ -68,10 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_cfg(args):
-    cfg = get_cfg()
-    add_fpn_plugin_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     if args.weights:
         cfg.MODEL.WEIGHTS = args.weights
     if args.allow_unsafe_pickle:

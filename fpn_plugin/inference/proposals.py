@@ -11,7 +11,6 @@ from typing import List, Optional
 
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.modeling import build_model
@@ -23,7 +22,7 @@ from torch import nn
 from ..checkpoint import PluginCheckpointer
 from ..checkpoint.metadata import fit_classes_to_checkpoint
 from ..compat import has_compiled_ops
-from ..config import add_fpn_plugin_config
+from ..config import load_config
 from ..data import setup_datasets
 from ..device import resolve_device
 
@@ -128,10 +127,7 @@ def main(argv=None) -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     setup_logger(name="detectron2")
-    cfg = get_cfg()
-    add_fpn_plugin_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
     setup_datasets(cfg, args.config_file)  # the config's own datasets (custom, shapes, root)
     dataset = args.dataset or cfg.DATASETS.TEST[0]
