@@ -5,35 +5,15 @@ import os
 TEST_THREADS = 2
 os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(TEST_THREADS)
 
-import shutil  # noqa: E402
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # fpn_plugin must be imported before any detectron2 submodule (see fpn_plugin/compat.py);
 # importing it here makes that true for every test module, whatever it imports first.
 import fpn_plugin  # noqa: F401, E402
+from _disk import free_disk_gb, require_free_disk  # noqa: E402
 
 torch.set_num_threads(TEST_THREADS)
-
-
-# The most a run holds in its temporary folder at once (measured: 1.9 GB, the checkpoint tests'
-# weight files in the real formats), with a margin. Below it a run would fail half-way with
-# "iostream error" / "unexpected pos" from torch.save instead of saying why.
-MIN_FREE_DISK_GB = 4
-
-
-def free_disk_gb(path) -> float:
-    return shutil.disk_usage(path).free / 1e9
-
-
-def require_free_disk(path, needed_gb=MIN_FREE_DISK_GB):
-    """Stop the run before the first test when ``path`` has less than ``needed_gb`` free."""
-    free = free_disk_gb(path)
-    if free < needed_gb:
-        raise pytest.UsageError(
-            f"only {free:.1f} GB free at {path}; the tests need about {needed_gb} GB there for the "
-            f"weight files they write. Free some space, or point --basetemp at a bigger disk.")
 
 
 def pytest_sessionstart(session):

@@ -1,7 +1,7 @@
 """The run stops before its first test, saying why, when the temporary folder's disk is too full."""
 import pytest
 
-from conftest import MIN_FREE_DISK_GB, free_disk_gb, require_free_disk
+from _disk import MIN_FREE_DISK_GB, free_disk_gb, require_free_disk
 
 
 def test_too_little_free_disk_stops_the_run_with_the_numbers(tmp_path):
