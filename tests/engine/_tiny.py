@@ -16,15 +16,20 @@ def register_synthetic(name: str, root: str, num_images: int = 8, size=(96, 128)
     """Register ``name``: images with one or two bright rectangles, boxes as annotations.
 
     All images have the same landscape size, so aspect-ratio grouping forms batches in
-    sampler order. Returns ``name``. Registering twice is a no-op.
+    sampler order. Returns ``name``. Registering twice under the same root is a no-op (the
+    processes of one test); under another root (a later test: pytest deletes a passing test's
+    tmp_path) the images are written there and the name follows them.
     """
+    folder = os.path.join(root, name)
     if name in DatasetCatalog.list():
-        return name
+        if all(os.path.dirname(d["file_name"]) == folder for d in DatasetCatalog.get(name)):
+            return name
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
     import cv2
 
     rng = np.random.default_rng(seed)
     h, w = size
-    folder = os.path.join(root, name)
     os.makedirs(folder, exist_ok=True)
     records = []
     for i in range(num_images):
