@@ -8,6 +8,8 @@ torchvision ImageNet ResNet ``.pth``   ``conv1.weight``, ``layer1.0.conv1.weight
 ``torchvision://resnet50`` URLs        the same files, fetched into torch's hub cache
 MSRA ImageNet ``R-50.pkl``             Caffe2 names (``res2_0_branch2a_w``), detectron2 zoo
 torchvision / Caffe VGG16 ``.pth``     ``features.N.*``, ``classifier.N.*`` (fpn_plugin.checkpoint.vgg)
+torchvision Faster R-CNN ``.pth``      ``backbone.body.*``, ``roi_heads.box_predictor.*``; also
+                                       ``torchvision://fasterrcnn_resnet50_fpn`` URLs
 detectron2 detectors                   ``model_final_*.pkl``/``.pth``: ``backbone.bottom_up.res2...``
 fpn_plugin's own checkpoints           keys equal to the model's
 =====================================  =======================================================
@@ -30,6 +32,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from . import safe_load, torchvision_urls
+from .torchvision_detection import is_torchvision_detector, torchvision_detector_to_detectron2
 from .resnet_formats import (
     CheckpointMismatchError,
     caffe2_resnet_to_torchvision,
@@ -170,6 +173,10 @@ class PluginCheckpointer(DetectionCheckpointer):
         if _looks_like_vgg(state):
             converted, fmt = self._convert_vgg16(state, model_state)
             return "VGG16 ImageNet classifier", converted, fmt, False
+        if is_torchvision_detector(state):
+            converted, how = torchvision_detector_to_detectron2(state, self.model)
+            _check_complete(converted, model_state, "a torchvision Faster R-CNN detector", inference)
+            return f"torchvision Faster R-CNN detector ({how})", converted, TORCHVISION_FORMAT, False
         if is_torchvision_resnet(state):
             converted, unused = torchvision_resnet_to_plugin(state, self.model)
             _log_unused(unused)

@@ -1,8 +1,9 @@
-"""``torchvision://NAME`` in ``MODEL.WEIGHTS``: torchvision's ImageNet weights, as in mmdetection.
+"""``torchvision://NAME`` in ``MODEL.WEIGHTS``: torchvision's weights, as in mmdetection.
 
 ``torchvision://resnet50`` means torchvision's original ImageNet weights of ``resnet50``
 (``ResNet50_Weights.IMAGENET1K_V1``, the file every detection paper and mmdetection used);
-``torchvision://resnet50.IMAGENET1K_V2`` picks another weights entry. The file is looked up in
+``torchvision://resnet50.IMAGENET1K_V2`` picks another weights entry, and
+``torchvision://fasterrcnn_resnet50_fpn`` (``_v2``) torchvision's COCO detectors (``COCO_V1``). The file is looked up in
 torch's hub cache (``$TORCH_HOME/hub/checkpoints``, where ``torchvision.models`` keeps it too),
 downloaded there when absent, and a clear error says what to do when there is no internet.
 """
@@ -31,10 +32,10 @@ def resolve_torchvision_name(name: str) -> Tuple[str, str]:
     except (ValueError, KeyError):
         known = sorted(torchvision.models.list_models(module=torchvision.models))
         raise ValueError(
-            f"'{PREFIX}{name}': torchvision {torchvision.__version__} has no classification model "
+            f"'{PREFIX}{name}': torchvision {torchvision.__version__} has no model "
             f"'{model_name}'. Known names include: {', '.join(known[:40])} ..."
         ) from None
-    entry = entry or "IMAGENET1K_V1"
+    entry = entry or next(iter(weights_enum.__members__))  # the first: IMAGENET1K_V1, COCO_V1
     if entry not in weights_enum.__members__:
         raise ValueError(
             f"'{PREFIX}{name}': {weights_enum.__name__} has no entry '{entry}'; it has "

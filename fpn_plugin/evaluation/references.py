@@ -175,6 +175,26 @@ _add(Reference(
     note="12 epochs at batch 16, torchvision-pretrained R-50.",
 ))
 
+_add(Reference(
+    key="torchvision_fasterrcnn_resnet50_fpn",
+    title="torchvision: fasterrcnn_resnet50_fpn (FasterRCNN_ResNet50_FPN_Weights.COCO_V1)",
+    source="pytorch.org/vision/stable/models/generated/torchvision.models.detection.fasterrcnn_resnet50_fpn.html",
+    dataset="coco_2017_val",
+    metric="COCO box AP (pycocotools), torchvision's references/detection",
+    values={"AP": 37.0},
+    note="torchvision's own weights converted (configs/tv_fasterrcnn_r50_fpn.yaml); detectron2 "
+         "resizes with PIL on uint8 where torchvision interpolates floats.",
+))
+_add(Reference(
+    key="torchvision_fasterrcnn_resnet50_fpn_v2",
+    title="torchvision: fasterrcnn_resnet50_fpn_v2 (FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1)",
+    source="pytorch.org/vision/stable/models/generated/torchvision.models.detection.fasterrcnn_resnet50_fpn_v2.html",
+    dataset="coco_2017_val",
+    metric="COCO box AP (pycocotools), torchvision's references/detection",
+    values={"AP": 46.7},
+    note="torchvision's own weights converted (configs/tv_fasterrcnn_r50_fpn_v2.yaml).",
+))
+
 
 def get_reference(key: str) -> Reference:
     """The reference named ``key``, or a ValueError listing the known ones."""

@@ -310,7 +310,11 @@ def test_torchvision_name_resolution():
     assert torchvision_urls.resolve_torchvision_name("vgg16")[1].endswith("/vgg16-397923af.pth")
     for depth in (18, 34, 101, 152):
         assert f"resnet{depth}-" in torchvision_urls.resolve_torchvision_name(f"resnet{depth}")[1]
-    with pytest.raises(ValueError, match="no classification model 'resnet51'"):
+    name, url = torchvision_urls.resolve_torchvision_name("fasterrcnn_resnet50_fpn")
+    assert name == "FasterRCNN_ResNet50_FPN_Weights.COCO_V1" and url.endswith("/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth")
+    assert torchvision_urls.resolve_torchvision_name("fasterrcnn_resnet50_fpn_v2")[1].endswith(
+        "/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth")
+    with pytest.raises(ValueError, match="no model 'resnet51'"):
         torchvision_urls.resolve_torchvision_name("resnet51")
     with pytest.raises(ValueError, match="no entry 'IMAGENET9K'"):
         torchvision_urls.resolve_torchvision_name("resnet50.IMAGENET9K")

@@ -258,7 +258,7 @@ def test_records_whose_values_cannot_be_parsed_are_reported_not_a_crash(tmp_path
     text = report.format()
     assert "annotations[4]" in text and "categories[1]" in text and "images[1]" in text
     # Problems found: exit 1 (not 2, "could not run").
-    assert main(["--coco", str(path), str(tmp_path)]) == 1
+    assert main(["--coco", str(path), str(tmp_path), "--output", str(tmp_path / "gt")]) == 1
     # JSON that is not an object at all is a reported malformed file too.
     (tmp_path / "list.json").write_text("[1, 2]")
     assert check_coco(str(tmp_path / "list.json"), str(tmp_path)).kinds()["malformed file"] == 1
