@@ -100,6 +100,8 @@ def tracing_adapter_class():
         package.__path__ = [os.path.join(os.path.dirname(detectron2.__file__), "export")]
         sys.modules["detectron2.export"] = package
         from detectron2.export.flatten import TracingAdapter
+
+        package.TracingAdapter = TracingAdapter  # what the next `from detectron2.export` asks
     return TracingAdapter
 
 
