@@ -21,18 +21,21 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> 
     from detectron2.config import get_cfg
 
     cfg = add_fpn_plugin_config(get_cfg())
-    for source, merge in ((config_file, lambda: cfg.merge_from_file(config_file)),
-                          ("the command-line overrides", lambda: cfg.merge_from_list(list(opts)))):
-        if source is None or (source == "the command-line overrides" and not opts):
-            continue
-        try:
-            merge()
-        except (KeyError, AssertionError) as e:
-            found = re.search(r"Non-existent (?:config )?key: ([\w.]+)", str(e))
-            if not found:
-                raise
-            raise KeyError(_unknown_key_message(cfg, found.group(1), source)) from None
+    if config_file is not None:
+        _merge(cfg, lambda: cfg.merge_from_file(config_file), config_file)
+    if opts:
+        _merge(cfg, lambda: cfg.merge_from_list(list(opts)), "the command-line overrides")
     return cfg
+
+
+def _merge(cfg: CN, merge, source: str) -> None:
+    try:
+        merge()
+    except (KeyError, AssertionError) as e:  # yacs: KeyError from a file, AssertionError from a list
+        found = re.search(r"Non-existent (?:config )?key: ([\w.]+)", str(e))
+        if not found:
+            raise
+        raise KeyError(_unknown_key_message(cfg, found.group(1), source)) from None
 
 
 def _unknown_key_message(cfg: CN, full_key: str, source: str) -> str:
