@@ -1,12 +1,35 @@
-"""Multi-process training on GPUs (NCCL, detectron2's ``launch``) or on CPUs (gloo).
+"""Multi-process training: detectron2's launcher, torchrun, or SLURM's srun.
 
-detectron2 0.6's ``launch`` asserts CUDA and always uses NCCL. :func:`launch` hands GPU jobs to
-it, and runs CPU jobs itself with the same arguments and the same process-group setup, with
-gloo. On CPU, ``num_processes_per_machine`` (``--num-gpus``) is the number of processes.
+Three ways to start a job, one process per GPU (or per CPU process with gloo):
+
+* detectron2's launcher (``--num-gpus N --num-machines M --machine-rank R --dist-url URL``):
+  :func:`launch` starts the N processes of this machine. detectron2 0.6's ``launch`` asserts
+  CUDA and always uses NCCL, so :func:`launch` hands GPU jobs to it and runs CPU jobs itself
+  with the same arguments and the same process-group setup, with gloo. On CPU,
+  ``num_processes_per_machine`` (``--num-gpus``) is the number of processes.
+* ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+  ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``) has already started every process:
+  :func:`launch` sees it (:func:`launched_by_environment`) and joins the process group with
+  ``env://`` instead of starting processes.
+* ``srun`` (SLURM, one task per GPU): the same, from ``SLURM_PROCID``, ``SLURM_LOCALID``,
+  ``SLURM_NODEID``, ``SLURM_STEP_NUM_TASKS``, ``SLURM_STEP_TASKS_PER_NODE``; ``MASTER_ADDR`` is the
+  first host of the step's node list unless set, ``MASTER_PORT`` derived from the job id unless set.
+
+Whichever started it, every process then does what detectron2's worker does: the process group
+(NCCL on GPUs with this process's GPU selected, gloo on CPU), detectron2's group of the
+processes on the same machine, a barrier, then ``main_func(*args)``. A collective that fails or
+times out (another process died, a machine became unreachable) ends the process with a
+:class:`DistributedJobFailed` that says so, instead of hanging.
 """
+import functools
 import logging
 import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -16,9 +39,114 @@ from detectron2.utils import comm
 
 from ..device import resolve_device
 
-__all__ = ["launch", "DEFAULT_TIMEOUT"]
+__all__ = ["launch", "launched_by_environment", "EnvironmentLaunch", "DistributedJobFailed", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+logger = logging.getLogger(__name__)
+
+
+class DistributedJobFailed(RuntimeError):
+    """A collective operation failed or timed out: another process of the job is gone or stuck."""
+
+
+@dataclass(frozen=True)
+class EnvironmentLaunch:
+    """This process's place in a job that torchrun or srun started (from the environment)."""
+
+    launcher: str  # "torchrun", "srun", or "env://" (RANK/WORLD_SIZE/... set by another tool)
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+    node_rank: int
+    master_addr: str
+    master_port: int
+
+
+def _int(env: Mapping[str, str], name: str, launcher: str) -> int:
+    try:
+        return int(env[name])
+    except KeyError:
+        raise RuntimeError(f"Started by {launcher}, but {name} is not set in the environment.") from None
+    except ValueError:
+        raise RuntimeError(f"Started by {launcher}, but {name}={env[name]!r} is not an integer.") from None
+
+
+def _expand_tasks_per_node(value: str):
+    """SLURM's "2(x3),1" -> [2, 2, 2, 1]."""
+    counts = []
+    for part in value.split(","):
+        m = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
+        if not m:
+            raise RuntimeError(f"Cannot read SLURM tasks per node {value!r}.")
+        counts += [int(m.group(1))] * int(m.group(2) or 1)
+    return counts
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list ("gpu[03-05,09],cpu1" -> "gpu03")."""
+    if shutil.which("scontrol"):
+        try:
+            out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                                 text=True, timeout=30, check=True).stdout.split()
+            if out:
+                return out[0]
+        except (subprocess.SubprocessError, OSError):
+            pass
+    m = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not m:
+        raise RuntimeError(f"Cannot read the SLURM node list {nodelist!r}: set MASTER_ADDR.")
+    prefix, ranges = m.group(1), m.group(2)
+    return prefix + (ranges.split(",")[0].split("-")[0] if ranges else "")
+
+
+def launched_by_environment(environ: Optional[Mapping[str, str]] = None) -> Optional[EnvironmentLaunch]:
+    """This process's rank etc. if torchrun (or an env:// launcher) or srun started it, else None.
+
+    torchrun: ``TORCHELASTIC_RUN_ID``, or ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` all set.
+    srun: ``SLURM_PROCID`` with ``SLURM_STEP_NUM_TASKS`` > 1 (a batch script's own environment,
+    or a one-task step, is not a multi-process launch: detectron2's launcher applies there).
+    Raises RuntimeError naming the variable to set when the environment is incomplete.
+    """
+    env = os.environ if environ is None else environ
+    if "TORCHELASTIC_RUN_ID" in env or all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+        launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in env else "env://"
+        world_size = _int(env, "WORLD_SIZE", launcher)
+        local_world_size = _int(env, "LOCAL_WORLD_SIZE", launcher)
+        rank = _int(env, "RANK", launcher)
+        node_rank = int(env["GROUP_RANK"]) if "GROUP_RANK" in env else rank // local_world_size
+        addr = env.get("MASTER_ADDR")
+        if not addr:
+            raise RuntimeError(f"Started by {launcher}, but MASTER_ADDR is not set in the environment.")
+        return EnvironmentLaunch(launcher, rank, _int(env, "LOCAL_RANK", launcher), world_size,
+                                 local_world_size, node_rank, addr, _int(env, "MASTER_PORT", launcher))
+    if "SLURM_PROCID" in env and int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
+        launcher = "srun"
+        world_size = _int(env, "SLURM_STEP_NUM_TASKS", launcher)
+        per_node = _expand_tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE")
+                                          or env.get("SLURM_TASKS_PER_NODE") or str(world_size))
+        if len(set(per_node)) != 1 or sum(per_node) != world_size:
+            raise RuntimeError(
+                f"srun started {world_size} tasks as {per_node} per node: detectron2 needs the same "
+                "number on every node (srun --ntasks-per-node=<GPUs per node>)."
+            )
+        addr = env.get("MASTER_ADDR")
+        if not addr:
+            nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+            if not nodelist:
+                raise RuntimeError("Started by srun, but neither MASTER_ADDR nor SLURM_STEP_NODELIST / "
+                                   "SLURM_JOB_NODELIST is set: set MASTER_ADDR to the host of task 0.")
+            addr = first_slurm_host(nodelist)
+        if env.get("MASTER_PORT"):
+            port = _int(env, "MASTER_PORT", launcher)
+        elif env.get("SLURM_JOB_ID"):
+            port = 15000 + int(env["SLURM_JOB_ID"]) % 20000  # the same in every task of the job
+        else:
+            raise RuntimeError("Started by srun, but neither MASTER_PORT nor SLURM_JOB_ID is set: set MASTER_PORT.")
+        return EnvironmentLaunch(launcher, _int(env, "SLURM_PROCID", launcher), _int(env, "SLURM_LOCALID", launcher),
+                                 world_size, per_node[0], _int(env, "SLURM_NODEID", launcher), addr, port)
+    return None
 
 
 def launch(
@@ -36,22 +164,45 @@ def launch(
     Args:
         main_func, num_machines, machine_rank, dist_url, args, timeout: as detectron2's
             ``launch``. ``dist_url`` may be "auto" (a free port on localhost, one machine).
+            ``timeout`` bounds every collective operation: a process whose peers are gone
+            stops with :class:`DistributedJobFailed` after at most that long.
         num_processes_per_machine: GPUs per machine on CUDA; processes per machine on CPU.
         device: ``MODEL.DEVICE`` ("auto", "cpu", "cuda" ...), resolved with ``resolve_device``.
+
+    Under torchrun or srun (:func:`launched_by_environment`) this process is already one of the
+    job's: it joins the others with ``env://``; ``num_processes_per_machine`` and
+    ``num_machines`` must then be 1 (srun with ``--num-machines`` > 1: detectron2's launcher,
+    one srun task per machine, as without srun).
     """
     device = resolve_device(device)
     if num_processes_per_machine < 1 or num_machines < 1:
         raise ValueError(
             f"--num-gpus ({num_processes_per_machine}) and --num-machines ({num_machines}) must be >= 1."
         )
-    if torch.device(device).type == "cuda":
+    if isinstance(timeout, (int, float)):
+        timeout = timedelta(seconds=timeout)
+    on_cuda = torch.device(device).type == "cuda"
+    job = launched_by_environment()
+    if job is not None and not (job.launcher == "srun" and num_machines > 1):
+        if num_processes_per_machine > 1 or num_machines > 1:
+            raise ValueError(
+                f"{job.launcher} already started the {job.world_size} processes of this job "
+                f"({job.local_world_size} on this machine): drop --num-gpus "
+                f"{num_processes_per_machine} / --num-machines {num_machines} (set the number of "
+                f"processes with {_how_to_size(job.launcher)})."
+            )
+        if job.world_size == 1:
+            return main_func(*args)
+        return _join_environment_job(job, main_func, args, on_cuda, timeout)
+    if on_cuda:
         if num_processes_per_machine > torch.cuda.device_count():
             raise ValueError(
                 f"--num-gpus {num_processes_per_machine} but this machine has "
                 f"{torch.cuda.device_count()} CUDA GPUs."
             )
+        wrapped = functools.partial(_call_main, main_func, timeout)
         return d2_launch(
-            main_func, num_processes_per_machine, num_machines, machine_rank, dist_url, args, timeout
+            wrapped, num_processes_per_machine, num_machines, machine_rank, dist_url, args, timeout
         )
     world_size = num_machines * num_processes_per_machine
     if world_size == 1:
@@ -62,6 +213,10 @@ def launch(
         from detectron2.engine.launch import _find_free_port
 
         dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    if num_processes_per_machine == 1:
+        # One process on this machine (of several machines): this one, not a copy of it started
+        # only to run the same worker.
+        return _cpu_worker(0, main_func, world_size, 1, machine_rank, dist_url, args, timeout)
     mp.spawn(
         _cpu_worker,
         nprocs=num_processes_per_machine,
@@ -70,27 +225,96 @@ def launch(
     )
 
 
+def _how_to_size(launcher: str) -> str:
+    if launcher == "srun":
+        return "srun --ntasks-per-node / --nodes"
+    return "torchrun --nproc-per-node / --nnodes"
+
+
 def _cpu_worker(local_rank, main_func, world_size, per_machine, machine_rank, dist_url, args, timeout):
-    global_rank = machine_rank * per_machine + local_rank
-    # Processes on one machine share its cores; without this each would start one thread per
-    # core and they would slow each other down.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_machine))
+    _worker("gloo", dist_url, machine_rank * per_machine + local_rank, world_size, per_machine,
+            main_func, args, timeout)
+
+
+def _join_environment_job(job: EnvironmentLaunch, main_func, args, on_cuda: bool, timeout):
+    # env:// reads these; srun sets none of them, torchrun all. Libraries asking for the local
+    # rank find it too.
+    os.environ.update(MASTER_ADDR=job.master_addr, MASTER_PORT=str(job.master_port), RANK=str(job.rank),
+                      WORLD_SIZE=str(job.world_size), LOCAL_RANK=str(job.local_rank),
+                      LOCAL_WORLD_SIZE=str(job.local_world_size))
+    if on_cuda:
+        if job.local_rank >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"{job.launcher} started {job.local_world_size} processes on this machine, but this one "
+                f"(local rank {job.local_rank}) sees {torch.cuda.device_count()} CUDA GPUs: each process "
+                "takes the GPU of its local rank, so let every process see all GPUs of its machine "
+                "(srun: --gres=gpu:<GPUs per node>, not --gpus-per-task / a CUDA_VISIBLE_DEVICES per task)."
+            )
+        torch.cuda.set_device(job.local_rank)
+    _worker("nccl" if on_cuda else "gloo", "env://", job.rank, job.world_size, job.local_world_size,
+            main_func, args, timeout, launcher=job.launcher)
+
+
+def _worker(backend, init_method, rank, world_size, per_machine, main_func, args, timeout, launcher=None):
+    """detectron2's ``_distributed_worker`` after the process exists, for any backend and launcher."""
+    if backend == "gloo" and "OMP_NUM_THREADS" not in os.environ:
+        # Processes on one machine share its cores; without this each would start one thread
+        # per core and they would slow each other down. An explicit OMP_NUM_THREADS wins.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_machine))
     try:
         dist.init_process_group(
-            backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank, timeout=timeout
+            backend=backend, init_method=init_method, world_size=world_size, rank=rank, timeout=timeout
         )
     except Exception:
-        logging.getLogger(__name__).error("Process group URL: {}".format(dist_url))
+        where = init_method if init_method != "env://" else "env:// (MASTER_ADDR={} MASTER_PORT={})".format(
+            os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT"))
+        logger.error("Process group URL: {}{}".format(where, f", started by {launcher}" if launcher else ""))
         raise
-    # Same as detectron2's worker: the group of the processes on this machine.
-    assert comm._LOCAL_PROCESS_GROUP is None
-    for i in range(world_size // per_machine):
-        ranks = list(range(i * per_machine, (i + 1) * per_machine))
-        group = dist.new_group(ranks)
-        if i == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
-    comm.synchronize()
+    _create_local_process_group(per_machine)
     try:
-        main_func(*args)
+        comm.synchronize()
+        _call_main(main_func, timeout, *args)
     finally:
         dist.destroy_process_group()
+
+
+def _create_local_process_group(per_machine: int):
+    """detectron2's group of the processes on this machine (``comm.get_local_rank`` etc.)."""
+    create = getattr(comm, "create_local_process_group", None)  # detectron2 > 0.6
+    if create is not None:
+        return create(per_machine)
+    assert comm._LOCAL_PROCESS_GROUP is None
+    machine_rank = dist.get_rank() // per_machine
+    for i in range(dist.get_world_size() // per_machine):
+        group = dist.new_group(list(range(i * per_machine, (i + 1) * per_machine)))
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+
+
+def _is_communication_failure(exc: BaseException) -> bool:
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("gloo", "Gloo", "NCCL", "Connection closed", "Connection reset", "Timed out",
+                            "timed out", "Broken pipe", "Socket Timeout")
+    )
+
+
+def _call_main(main_func, timeout, *args):
+    """``main_func(*args)``; a failed collective becomes a :class:`DistributedJobFailed` saying why."""
+    try:
+        return main_func(*args)
+    except Exception as e:
+        if not (dist.is_initialized() and dist.get_world_size() > 1 and _is_communication_failure(e)):
+            raise
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        message = (
+            f"Rank {dist.get_rank()} of {dist.get_world_size()}: a collective operation with the other "
+            f"processes failed or timed out (timeout {seconds:g} s): a process of this job probably died "
+            "or a machine is unreachable; see the first error in the other processes' output. Stopping. "
+            "Continue from the last checkpoint with --resume. "
+            f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''})"
+        )
+        logger.error(message)
+        raise DistributedJobFailed(message) from e
