@@ -1,6 +1,6 @@
 """Run training in a real process for the engine tests, the way users run it.
 
-    python train_driver.py train_net <train_net.py arguments>   # runs train_net.py itself
+    python train_driver.py train_net <train_net.py arguments>   # runs train_net.py's command line
     python train_driver.py direct <train_net.py arguments>      # same main(), via engine.launch
 
 Before training it registers the synthetic dataset (the config names it) and adds recording
@@ -11,7 +11,6 @@ hooks to ``Trainer``: every iteration appends {"rank", "iter", "lr"} to ``$FPN_T
 """
 import json
 import os
-import runpy
 import sys
 import time
 
@@ -68,8 +67,13 @@ def main(args):
 if __name__ == "__main__":
     mode, argv = sys.argv[1], sys.argv[2:]
     if mode == "train_net":
+        # Imported, not run as __main__: the processes a launcher spawns import this driver as
+        # their main module, so they too get the datasets and the hooks above.
         sys.argv = [os.path.join(ROOT, "train_net.py")] + argv
-        runpy.run_path(sys.argv[0], run_name="__main__")
+        sys.path.insert(0, ROOT)
+        import train_net
+
+        train_net.cli(argv)
     else:
         args = default_argument_parser().parse_args(argv)
         launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url,
