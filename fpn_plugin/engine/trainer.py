@@ -271,6 +271,9 @@ class Trainer(DefaultTrainer):
         ret = TrainerBase.state_dict(self)
         ret["_trainer"] = self._trainer.state_dict()
         ret["rng"] = get_rng_state()
+        gathered = getattr(self, "_rng_per_rank", None)
+        if comm.get_world_size() > 1 and gathered is not None and gathered[0] == self.iter:
+            ret["rng_per_rank"] = gathered[1]
         if self.train_sampler is not None:
             ret["data"] = {"seed": self.train_sampler.seed}
         return ret
@@ -289,6 +292,8 @@ class Trainer(DefaultTrainer):
         if "rng" in state_dict:
             if comm.get_world_size() == 1:
                 set_rng_state(state_dict["rng"])
+            elif len(state_dict.get("rng_per_rank", ())) == comm.get_world_size():
+                set_rng_state(state_dict["rng_per_rank"][comm.get_rank()])
             else:  # the checkpoint holds the main process's generators only
                 logger.info("Several processes: random generators are not restored, only data order.")
         if self.train_sampler is not None and "data" in state_dict:
@@ -298,6 +303,16 @@ class Trainer(DefaultTrainer):
             self._trainer.reset_data_loader()
 
     # ---- the loop -----------------------------------------------------------------------------
+
+    def after_step(self):
+        # Several processes: only the main one writes checkpoints, from its hooks. Where one may
+        # be written (checkpoint and evaluation periods, the last iteration), every process's
+        # random generators are gathered first, so that --resume restores each its own.
+        if comm.get_world_size() > 1:
+            nxt, periods = self.iter + 1, (self.cfg.SOLVER.CHECKPOINT_PERIOD, self.cfg.TEST.EVAL_PERIOD)
+            if nxt >= self.max_iter or any(p > 0 and nxt % p == 0 for p in periods):
+                self._rng_per_rank = (self.iter, comm.all_gather(get_rng_state()))
+        super().after_step()
 
     def request_stop(self, reason: str) -> None:
         """Ask the loop to stop after the current iteration (e.g. from a hook)."""
