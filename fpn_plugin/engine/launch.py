@@ -309,12 +309,15 @@ def _call_main(main_func, timeout, *args):
         if not (dist.is_initialized() and dist.get_world_size() > 1 and _is_communication_failure(e)):
             raise
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        # gloo's and NCCL's first line, without the "[.../pair.cc:561] " source location.
+        first = (str(e).strip().splitlines() or [""])[0]
+        cause = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", first)[:300]
         message = (
             f"Rank {dist.get_rank()} of {dist.get_world_size()}: a collective operation with the other "
             f"processes failed or timed out (timeout {seconds:g} s): a process of this job probably died "
             "or a machine is unreachable; see the first error in the other processes' output. Stopping. "
             "Continue from the last checkpoint with --resume. "
-            f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''})"
+            f"({type(e).__name__}: {cause})"
         )
         logger.error(message)
         raise DistributedJobFailed(message) from e

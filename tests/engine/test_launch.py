@@ -158,7 +158,8 @@ def test_a_stuck_machine_makes_the_other_stop_after_the_timeout(tmp_path):
             if p.poll() is None:
                 os.killpg(p.pid, 9)
                 p.wait()
-    print(f"\n[multi-machine] stuck machine 1: machine 0 stopped {waited:.1f} s later (timeout 4 s)")
+    message = next((line for line in out.splitlines() if "DistributedJobFailed:" in line), "")
+    print(f"\n[multi-machine] stuck machine 1: machine 0 stopped {waited:.1f} s later (timeout 4 s): {message}")
     assert procs[0].returncode != 0
     assert waited < 60  # the timeout, not machine 1's 120 s sleep
     assert "DistributedJobFailed: Rank 0 of 2: a collective operation with the other processes failed or " \
