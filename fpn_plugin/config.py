@@ -93,6 +93,12 @@ def _add_backbone_keys(_C: CN) -> None:
     # arrays, tensors, numbers, strings and containers is refused (fpn_plugin.checkpoint.safe_load).
     # True loads such a file with plain pickle, with a warning in the log: trusted files only.
     _C.MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE = False
+    # Test-time resize of META_ARCHITECTURE "TorchvisionGeneralizedRCNN" (imported torchvision
+    # detectors), done in the model as torchvision's GeneralizedRCNNTransform(MIN_SIZE, MAX_SIZE)
+    # does; with it INPUT.MIN_SIZE_TEST must be 0. Other meta-architectures ignore these keys.
+    _C.INPUT.TORCHVISION_RESIZE = CN()
+    _C.INPUT.TORCHVISION_RESIZE.MIN_SIZE = 800
+    _C.INPUT.TORCHVISION_RESIZE.MAX_SIZE = 1333
 
 
 def _add_vgg_keys(_C: CN) -> None:
