@@ -31,7 +31,9 @@ start; their first forward, which compiles, is reported separately with a fresh 
 cache), ``fast+int8rpn`` and ``fast+compile+int8rpn`` (the RPN head's 3x3 conv in int8,
 calibrated on ``--calibration-images`` training images for the match rate and on the timing
 image for the timing), ``bf16``
-(plain model under bf16 autocast, what ``predict.py --bf16`` runs) and ``fast+bf16``. On CPUs
+(plain model under bf16 autocast, what ``predict.py --bf16`` runs), ``fast+bf16``, and
+``onnxruntime`` (the model exported to ONNX by ``fpn_plugin.export``, run by onnxruntime's CPU
+provider: what ``predict.py --exported DIR`` runs; skipped without onnx/onnxruntime). On CPUs
 without native bf16 (no avx512_bf16 or AMX; ``python -m fpn_plugin.env``) oneDNN falls back to
 a reference bf16 convolution, measured ~280x slower than fp32 on the 2-core AVX2 CPU this was
 written on (one R50-FPN image would take an hour): there ``--bf16 auto`` (the default) skips
@@ -80,8 +82,25 @@ SETTINGS = {
     "fast+compile+int8rpn": lambda m, c: (optimize_for_cpu(m, compile=True, int8_rpn=c), False),
     "bf16": lambda m, c: (m, True),
     "fast+bf16": lambda m, c: (optimize_for_cpu(m, bf16=True), False),
+    "onnxruntime": lambda m, c: (onnxruntime_model(m, c[0]["image"]), False),
 }
 BF16_SETTINGS = ("bf16", "fast+bf16")
+
+
+def onnxruntime_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def onnxruntime_model(model, sample: torch.Tensor):
+    """The model exported to ONNX (``fpn_plugin.export``, traced on ``sample``), run by onnxruntime."""
+    from fpn_plugin.export.exporter import export_onnx, exported_runner
+    from fpn_plugin.export.runtime import ExportedModel
+
+    path = os.path.join(tempfile.mkdtemp(prefix="bench_onnx_"), "model.onnx")
+    export_onnx(model, sample, path)
+    return ExportedModel(exported_runner("onnx", path))
 
 
 def parse_args(argv=None):
@@ -145,6 +164,9 @@ def parse_args(argv=None):
     )
     if args.bf16_skipped:
         args.settings = [s for s in args.settings if s not in BF16_SETTINGS]
+    if "onnxruntime" in args.settings and not onnxruntime_available():
+        print("onnxruntime setting skipped: it needs `pip install onnx onnxruntime`")
+        args.settings.remove("onnxruntime")
     if "fp32" not in args.settings:
         args.settings.insert(0, "fp32")  # the reference of both the ratio and the match rate
     if bool(args.config_file) != bool(args.weights):

@@ -19,7 +19,7 @@ from detectron2.modeling import build_model
 
 from fpn_plugin.config import load_config
 from fpn_plugin.data import setup_datasets
-from fpn_plugin.export import ExportError, OnnxPredictor, TorchScriptPredictor, export_model, load_model
+from fpn_plugin.export import ExportError, OnnxPredictor, TorchScriptPredictor, export_model, load_exported, load_model
 from fpn_plugin.export import exporter
 from fpn_plugin.export.__main__ import main
 
@@ -105,7 +105,9 @@ def _parity(family, fmt, runner_class, weights, sample_image, out):
     export_model(config_file, weights(family), fmt, str(out), sample_image=sample_image,
                  opts=_opts(family), check=False)  # the test is the check here
     image = _image(TEST_HW, seed=2)
-    exported = runner_class(str(out))(image, "RGB")
+    runner = load_exported(str(out))  # the runner of the folder's format
+    assert type(runner) is runner_class
+    exported = runner(image, "RGB")
     _assert_same_detections(exported, _eager(family, weights(family))(image, "RGB"))
     shutil.rmtree(out)
 
@@ -122,6 +124,11 @@ def test_onnx_matches_eager_at_another_size(family, weights, sample_image, tmp_p
     pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install onnx onnxruntime)")
     pytest.importorskip("onnxruntime", reason="running the ONNX file needs onnxruntime")
     _parity(family, "onnx", OnnxPredictor, weights, sample_image, tmp_path / "onnx")
+
+
+def test_load_exported_refuses_a_folder_without_export_json(tmp_path):
+    with pytest.raises(ValueError, match="no export.json"):
+        load_exported(str(tmp_path))
 
 
 @pytest.mark.slow
@@ -145,6 +152,22 @@ def test_cli_exports_resnet_fpn_torchscript_with_its_contract(weights, sample_im
                             _eager("resnet_fpn", weights("resnet_fpn"))(image, "RGB"))
     with pytest.raises(ValueError, match="torchscript export, not onnx"):
         OnnxPredictor(str(out))
+
+    # predict.py --exported writes the eager predict.py's predictions.json.
+    from fpn_plugin.inference.predict_cli import main as predict_main
+
+    Image.fromarray(_image(TEST_HW, seed=2)).save(tmp_path / "test.png")
+    common = ["--input", str(tmp_path / "test.png"), "--score-threshold", "0", "--no-vis"]
+    assert predict_main(["--exported", str(out), "--output", str(tmp_path / "p_ts")] + common) == 0
+    assert predict_main(["--config-file", "configs/fpn_r18.yaml", "--weights", weights("resnet_fpn"),
+                         "--device", "cpu", "--output", str(tmp_path / "p_eager")] + common + SMALL) == 0
+    exported, eager = (json.loads((tmp_path / p / "predictions.json").read_text()) for p in ("p_ts", "p_eager"))
+    assert len(exported) == len(eager) > 0
+    for a, b in zip(exported, eager):
+        assert a["category_id"] == b["category_id"] and a["file_name"] == b["file_name"]
+        assert np.allclose(a["bbox"], b["bbox"], atol=BOX_ATOL) and abs(a["score"] - b["score"]) <= SCORE_ATOL
+    assert predict_main(["--exported", str(out), "--fast-cpu", "--output", str(tmp_path / "p")] + common) == 2
+    assert "--fast-cpu cannot apply" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -215,4 +238,16 @@ def test_missing_weights_file_is_named(tmp_path, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert f"{missing}: no such file" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_in_model_torchvision_resize_is_refused_with_the_override_that_exports(tmp_path, capsys):
+    weights_file = tmp_path / "w.pth"
+    weights_file.write_bytes(b"")
+    argv = ["--config-file", "configs/tv_fasterrcnn_r50_fpn.yaml", "--weights", str(weights_file),
+            "--format", "torchscript", "--output", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "resizes inside the model" in err and "Traceback" not in err
+    assert "MODEL.META_ARCHITECTURE GeneralizedRCNN INPUT.MIN_SIZE_TEST 800 INPUT.MAX_SIZE_TEST 1333" in err
     assert not (tmp_path / "out").exists()

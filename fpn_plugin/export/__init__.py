@@ -24,7 +24,10 @@ with ``detectron2.modeling.postprocessing.detector_postprocess``, as the runners
 ``export.json`` also holds the class names, input format, pixel mean/std, the resize rule and
 the versions of the tools that wrote the file. :class:`TorchScriptPredictor` and
 :class:`OnnxPredictor` (needs ``onnxruntime``) read it, resize an image as ``DefaultPredictor``
-does, run the file and return ``{"instances": Instances}`` in the original image's coordinates.
+does, run the file and return ``{"instances": Instances}`` in the original image's coordinates;
+:func:`load_exported` picks the right one for a folder, and ``predict.py --exported DIR`` runs
+it on images as it runs the eager model. :class:`ExportedModel` calls an exported file as the
+eager model is called (a list of ``{"image", "height", "width"}``), e.g. in a benchmark.
 
 Differences from the eager model, fixed at export time: detectron2 0.6's ``batched_nms`` loops
 over the classes present (Python ``list``) when it gets 40000 boxes or more, which a trace would
@@ -35,6 +38,7 @@ Each export is checked against the eager model on the sample and on a second siz
 is removed, with an error, when the detections differ.
 """
 from .exporter import ExportError, export_model, load_model  # noqa: F401
-from .runtime import OnnxPredictor, TorchScriptPredictor  # noqa: F401
+from .runtime import ExportedModel, OnnxPredictor, TorchScriptPredictor, load_exported  # noqa: F401
 
-__all__ = ["ExportError", "export_model", "load_model", "OnnxPredictor", "TorchScriptPredictor"]
+__all__ = ["ExportError", "export_model", "load_model", "OnnxPredictor", "TorchScriptPredictor",
+           "ExportedModel", "load_exported"]

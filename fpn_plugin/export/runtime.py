@@ -6,7 +6,47 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["TorchScriptPredictor", "OnnxPredictor"]
+__all__ = ["TorchScriptPredictor", "OnnxPredictor", "ExportedModel", "load_exported", "detections_at_size"]
+
+
+def detections_at_size(boxes, classes, scores, input_hw, height: int, width: int):
+    """The exported model's outputs for an input of size ``input_hw`` as ``Instances`` of the
+    original ``height`` x ``width`` image: scaled and clipped as ``GeneralizedRCNN`` does."""
+    from detectron2.modeling.postprocessing import detector_postprocess
+    from detectron2.structures import Boxes, Instances
+
+    instances = Instances(tuple(input_hw))
+    instances.pred_boxes = Boxes(boxes.float())
+    instances.scores = scores.float()
+    instances.pred_classes = classes.long()
+    return detector_postprocess(instances, height, width)
+
+
+class ExportedModel:
+    """An exported file called as the eager detectron2 model is, for code written for it.
+
+    ``model([{"image": CHW tensor, "height": h, "width": w}, ...])`` returns one
+    ``{"instances": Instances}`` per input, in ``height`` x ``width`` coordinates (default: the
+    input's size). The image is the model input (resized, INPUT.FORMAT), as for the eager model.
+    """
+
+    def __init__(self, run):
+        """
+        Args:
+            run: image -> (boxes, classes, scores, image_size), e.g.
+                ``fpn_plugin.export.exporter.exported_runner(fmt, path)``.
+        """
+        self.run = run
+
+    def __call__(self, inputs: Sequence[dict]) -> List[dict]:
+        outputs = []
+        for x in inputs:
+            image = x["image"]
+            boxes, classes, scores, _ = self.run(image)
+            h, w = image.shape[1:]
+            outputs.append({"instances": detections_at_size(
+                boxes, classes, scores, (h, w), x.get("height", h), x.get("width", w))})
+        return outputs
 
 
 class _ExportedPredictor:
@@ -18,6 +58,7 @@ class _ExportedPredictor:
     """
 
     format = None  # "torchscript" or "onnx", the format the folder must hold
+    batch_size = 1  # images per run: the export takes one image
 
     def __init__(self, directory: str):
         """
@@ -54,16 +95,8 @@ class _ExportedPredictor:
         raise NotImplementedError
 
     def _instances(self, image: torch.Tensor, height: int, width: int):
-        from detectron2.modeling.postprocessing import detector_postprocess
-        from detectron2.structures import Boxes, Instances
-
         out = self.run(image)
-        instances = Instances(tuple(image.shape[1:]))
-        instances.pred_boxes = Boxes(out["boxes"].float())
-        instances.scores = out["scores"].float()
-        instances.pred_classes = out["classes"].long()
-        # Scaled to the original image and clipped, as GeneralizedRCNN does eagerly.
-        return detector_postprocess(instances, height, width)
+        return detections_at_size(out["boxes"], out["classes"], out["scores"], tuple(image.shape[1:]), height, width)
 
     def predict(self, images: Sequence, channel_order: Optional[str] = None) -> List[dict]:
         """One ``{"instances": Instances}`` per image (paths, PIL images or arrays, as
@@ -114,3 +147,14 @@ class OnnxPredictor(_ExportedPredictor):
     def run(self, image: torch.Tensor) -> dict:
         arrays = self.session.run(list(self._names), {"image": image.numpy()})
         return {name: torch.from_numpy(a) for name, a in zip(self._names, arrays)}
+
+
+def load_exported(directory: str) -> _ExportedPredictor:
+    """The predictor for an export folder: ``TorchScriptPredictor`` or ``OnnxPredictor``, by the
+    format its ``export.json`` names."""
+    path = os.path.join(directory, "export.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"{directory}: no export.json: not a folder written by `python -m fpn_plugin.export`")
+    with open(path) as f:
+        fmt = json.load(f)["format"]
+    return {"torchscript": TorchScriptPredictor, "onnx": OnnxPredictor}[fmt](directory)

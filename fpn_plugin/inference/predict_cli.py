@@ -34,7 +34,10 @@ logger = logging.getLogger("fpn_plugin.predict")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Run a trained detector on new images or videos.")
-    p.add_argument("--config-file", required=True, help="the config the model was trained with")
+    p.add_argument("--config-file", help="the config the model was trained with")
+    p.add_argument("--exported", metavar="DIR",
+                   help="instead of --config-file/--weights: run an export folder of "
+                        "`python -m fpn_plugin.export` (TorchScript, or ONNX with onnxruntime)")
     p.add_argument("--weights", help="checkpoint to load (default: MODEL.WEIGHTS of the config)")
     p.add_argument("--allow-unsafe-pickle", action="store_true",
                    help="load a trusted weights file even if it asks to run code (refused by default; "
@@ -215,13 +218,33 @@ def _to_fiftyone(args, run: _Run, images: List[Path]) -> None:
           f"`import fiftyone as fo; fo.launch_app(fo.load_dataset({args.fiftyone!r}))`")
 
 
+def _predictor(args):
+    """The eager Predictor of --config-file/--weights, or the runner of an --exported folder."""
+    if not args.exported:
+        if not args.config_file:
+            raise ValueError("give --config-file (with --weights) or --exported DIR")
+        return Predictor(_setup_cfg(args), args.batch_size, args.precision, fast_cpu=args.fast_cpu)
+    # The export fixed the model, its weights, precision, device (CPU) and batch of one.
+    fixed = {"--config-file": args.config_file, "--weights": args.weights, "--fast-cpu": args.fast_cpu,
+             "--proposals": args.proposals, "--precision": args.precision != "fp32",
+             "--batch-size": args.batch_size != 1, "--device": args.device not in ("auto", "cpu"),
+             "config overrides": args.opts}
+    given = [name for name, value in fixed.items() if value]
+    if given:
+        raise ValueError(f"--exported runs the exported model as it was exported: {', '.join(given)} "
+                         "cannot apply to it (export again with them instead)")
+    from ..export import load_exported
+
+    return load_exported(args.exported)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     inputs = expand_inputs(args.input)
     try:
-        predictor = Predictor(_setup_cfg(args), args.batch_size, args.precision, fast_cpu=args.fast_cpu)
-    except ValueError as e:  # e.g. --fast-cpu with a CUDA device
+        predictor = _predictor(args)
+    except (ValueError, ImportError) as e:  # e.g. --fast-cpu with a CUDA device, no onnxruntime
         print(f"predict.py: {e}", file=sys.stderr)
         return 2
     try:
