@@ -30,14 +30,14 @@ One machine, 8 GPUs (or with MODEL.DEVICE cpu: 8 gloo processes):
 Change some config options:
     $ {sys.argv[0]} --config-file cfg.yaml MODEL.WEIGHTS /path/to/weight.pth SOLVER.BASE_LR 0.001
 
-Several machines, three ways (each line on every machine; HOST0 = the host of machine 0):
+Several machines, three ways (the first two on every machine, srun once; HOST0 = machine 0's host):
     detectron2's launcher:
       $ {sys.argv[0]} --num-gpus 8 --num-machines 2 --machine-rank R --dist-url tcp://HOST0:PORT ...
     torchrun (--num-gpus stays 1: torchrun starts the processes):
       $ torchrun --nproc-per-node 8 --nnodes 2 --node-rank R --rdzv-backend c10d \\
             --rdzv-endpoint HOST0:PORT {sys.argv[0]} ...
     SLURM (one task per GPU; MASTER_ADDR defaults to the first node, MASTER_PORT to one from the job id):
-      $ srun --nodes 2 --ntasks-per-node 8 python {sys.argv[0]} ...
+      $ srun --nodes 2 --ntasks-per-node 8 --gres gpu:8 python {sys.argv[0]} ...
 torchrun and srun are recognised from their environment variables (RANK/WORLD_SIZE/LOCAL_RANK,
 SLURM_PROCID/SLURM_STEP_NUM_TASKS); the process group is NCCL on GPUs and gloo on CPU.
 """
