@@ -40,7 +40,9 @@ written on (one R50-FPN image would take an hour): there ``--bf16 auto`` (the de
 them and times one small conv in both precisions instead; ``--bf16 on`` forces them.
 """
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -98,7 +100,9 @@ def onnxruntime_model(model, sample: torch.Tensor):
     from fpn_plugin.export.exporter import export_onnx, exported_runner
     from fpn_plugin.export.runtime import ExportedModel
 
-    path = os.path.join(tempfile.mkdtemp(prefix="bench_onnx_"), "model.onnx")
+    folder = tempfile.mkdtemp(prefix="bench_onnx_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, "model.onnx")
     export_onnx(model, sample, path)
     return ExportedModel(exported_runner("onnx", path))
 

@@ -177,6 +177,36 @@ def test_imported_detector_gives_torchvisions_features_and_detections(trained, t
         assert rates / total >= 0.95 and max(diffs) < 0.02, (name, rates / total, max(diffs))
 
 
+FACEMASK_VAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "facemask_coco" / "val2017"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FACEMASK_VAL.is_dir(), reason=f"{FACEMASK_VAL} is absent (a fresh clone has no shared data)")
+def test_imported_detector_gives_torchvisions_detections_on_real_photos(trained):
+    """Photos of their own sizes (resized up to the test size): the shapes model's detections on
+    them are not objects, but both models must give the same ones."""
+    import cv2
+
+    layout, tv_model, path, _ = trained
+    cfg, _ = _detectron2_model(layout, path, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"])
+    predictor = DefaultPredictor(cfg)
+    rates, diffs, total = 0.0, [0.0], 0
+    for file in sorted(FACEMASK_VAL.glob("*.jpg"))[:4]:
+        picture = torch.from_numpy(cv2.imread(str(file))[:, :, ::-1].copy()).permute(2, 0, 1)
+        threshold, tv_model.roi_heads.score_thresh = tv_model.roi_heads.score_thresh, 0.01
+        try:
+            with torch.no_grad():
+                tv_out = tv_model([picture.float() / 255])[0]
+        finally:  # the model is shared by the module's tests
+            tv_model.roi_heads.score_thresh = threshold
+        rate, diff, count = _match(tv_out, _predict_detectron2(predictor, picture))
+        rates, total = rates + rate * count, total + count
+        diffs.append(diff)
+    print(f"{layout} facemask photos: {total} torchvision detections, {100 * rates / total:.1f} % matched, "
+          f"max score difference {max(diffs):.2e}")
+    assert total >= 10 and rates / total >= 0.95 and max(diffs) < 0.02
+
+
 @pytest.mark.parametrize("layout", ["v1", "v2"])
 def test_every_network_part_gives_torchvisions_numbers_on_random_weights(tmp_path, layout):
     from detectron2.structures import Boxes
