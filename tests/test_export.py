@@ -219,35 +219,31 @@ def test_unknown_format_is_refused(capsys):
         export_model("configs/fpn_r18.yaml", "w.pth", "tflite", "out")
 
 
+def _refused(tmp_path, capsys, config_file, fmt, weights_file=None) -> str:
+    """Run the CLI expecting a refusal: exit 1, no traceback, no output folder; its stderr."""
+    if weights_file is None:
+        weights_file = tmp_path / "w.pth"
+        weights_file.write_bytes(b"")
+    out = tmp_path / "out"
+    assert main(["--config-file", config_file, "--weights", str(weights_file), "--format", fmt,
+                 "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and not out.exists()
+    return err
+
+
 def test_onnx_without_the_onnx_package_says_what_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
-    weights_file = tmp_path / "w.pth"
-    weights_file.write_bytes(b"")
-    argv = ["--config-file", "configs/fpn_r18.yaml", "--weights", str(weights_file),
-            "--format", "onnx", "--output", str(tmp_path / "out")]
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    assert "pip install onnx onnxruntime" in err and "Traceback" not in err
-    assert not (tmp_path / "out").exists()
+    assert "pip install onnx onnxruntime" in _refused(tmp_path, capsys, "configs/fpn_r18.yaml", "onnx")
 
 
 def test_missing_weights_file_is_named(tmp_path, capsys):
     missing = tmp_path / "nope.pth"
-    argv = ["--config-file", "configs/fpn_r18.yaml", "--weights", str(missing),
-            "--format", "torchscript", "--output", str(tmp_path / "out")]
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    assert f"{missing}: no such file" in err and "Traceback" not in err
-    assert not (tmp_path / "out").exists()
+    err = _refused(tmp_path, capsys, "configs/fpn_r18.yaml", "torchscript", missing)
+    assert f"{missing}: no such file" in err
 
 
 def test_the_in_model_torchvision_resize_is_refused_with_the_override_that_exports(tmp_path, capsys):
-    weights_file = tmp_path / "w.pth"
-    weights_file.write_bytes(b"")
-    argv = ["--config-file", "configs/tv_fasterrcnn_r50_fpn.yaml", "--weights", str(weights_file),
-            "--format", "torchscript", "--output", str(tmp_path / "out")]
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    assert "resizes inside the model" in err and "Traceback" not in err
+    err = _refused(tmp_path, capsys, "configs/tv_fasterrcnn_r50_fpn.yaml", "torchscript")
+    assert "resizes inside the model" in err
     assert "MODEL.META_ARCHITECTURE GeneralizedRCNN INPUT.MIN_SIZE_TEST 800 INPUT.MAX_SIZE_TEST 1333" in err
-    assert not (tmp_path / "out").exists()
