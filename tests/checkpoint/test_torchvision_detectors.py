@@ -143,6 +143,19 @@ def _match(tv_out, d2_out):
     return matched.float().mean().item(), score_diff, len(boxes)
 
 
+def _agreement(tv_model, predictor, pictures):
+    """Over RGB uint8 CHW pictures: the fraction of torchvision's detections that detectron2's
+    predictor matches, the largest score difference among the matched, and their count."""
+    matched, diffs, total = 0.0, [0.0], 0
+    for picture in pictures:
+        with torch.no_grad():
+            tv_out = tv_model([picture.float() / 255])[0]
+        rate, diff, count = _match(tv_out, _predict_detectron2(predictor, picture))
+        matched, total = matched + rate * count, total + count
+        diffs.append(diff)
+    return (matched / total if total else float("nan")), max(diffs), total
+
+
 @pytest.mark.slow
 def test_imported_detector_gives_torchvisions_features_and_detections(trained, tmp_path):
     layout, tv_model, path, val = trained
@@ -160,22 +173,18 @@ def test_imported_detector_gives_torchvisions_features_and_detections(trained, t
     # At the test size nothing is resized; at odd sizes the model resizes as torchvision does
     # (TorchvisionGeneralizedRCNN), so both see the same pixels.
     for name, size in (("test size", None), ("odd size", (233, 351)), ("small odd size", (101, 147))):
-        rates, diffs, total = 0.0, [0.0], 0
+        pictures = []
         for record in val:
             picture, _ = _as_target(record)
             if size:
                 picture = torch.nn.functional.interpolate(picture[None].float(), size=size, mode="bilinear")[0]
                 picture = picture.round().clamp(0, 255).to(torch.uint8)
-            with torch.no_grad():
-                tv_out = tv_model([picture.float() / 255])[0]
-            rate, diff, count = _match(tv_out, _predict_detectron2(predictor, picture))
-            rates, total = rates + rate * count, total + count
-            diffs.append(diff)
+            pictures.append(picture)
+        rate, diff, total = _agreement(tv_model, predictor, pictures)
         assert total >= 10, f"the briefly trained {layout} model detects too little ({total}) to compare"
-        print(f"{layout} {name}: {total} torchvision detections, {100 * rates / total:.1f} % matched "
-              f"(same class, IoU >= 0.9), max score difference {max(diffs):.2e}")
-        assert rates / total >= 0.95 and max(diffs) < 0.02, (name, rates / total, max(diffs))
-
+        print(f"{layout} {name}: {total} torchvision detections, {100 * rate:.1f} % matched "
+              f"(same class, IoU >= 0.9), max score difference {diff:.2e}")
+        assert rate >= 0.95 and diff < 0.02, (name, rate, diff)
 
 FACEMASK_VAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "facemask_coco" / "val2017"
 
@@ -190,22 +199,16 @@ def test_imported_detector_gives_torchvisions_detections_on_real_photos(trained)
     layout, tv_model, path, _ = trained
     cfg, _ = _detectron2_model(layout, path, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"])
     predictor = DefaultPredictor(cfg)
-    rates, diffs, total = 0.0, [0.0], 0
-    for file in sorted(FACEMASK_VAL.glob("*.jpg"))[:4]:
-        picture = torch.from_numpy(cv2.imread(str(file))[:, :, ::-1].copy()).permute(2, 0, 1)
-        threshold, tv_model.roi_heads.score_thresh = tv_model.roi_heads.score_thresh, 0.01
-        try:
-            with torch.no_grad():
-                tv_out = tv_model([picture.float() / 255])[0]
-        finally:  # the model is shared by the module's tests
-            tv_model.roi_heads.score_thresh = threshold
-        rate, diff, count = _match(tv_out, _predict_detectron2(predictor, picture))
-        rates, total = rates + rate * count, total + count
-        diffs.append(diff)
-    print(f"{layout} facemask photos: {total} torchvision detections, {100 * rates / total:.1f} % matched, "
-          f"max score difference {max(diffs):.2e}")
-    assert total >= 10 and rates / total >= 0.95 and max(diffs) < 0.02
-
+    pictures = [torch.from_numpy(cv2.imread(str(f))[:, :, ::-1].copy()).permute(2, 0, 1)
+                for f in sorted(FACEMASK_VAL.glob("*.jpg"))[:4]]
+    threshold, tv_model.roi_heads.score_thresh = tv_model.roi_heads.score_thresh, 0.01
+    try:
+        rate, diff, total = _agreement(tv_model, predictor, pictures)
+    finally:  # the model is shared by the module's tests
+        tv_model.roi_heads.score_thresh = threshold
+    print(f"{layout} facemask photos: {total} torchvision detections, {100 * rate:.1f} % matched, "
+          f"max score difference {diff:.2e}")
+    assert total >= 10 and rate >= 0.95 and diff < 0.02
 
 @pytest.mark.parametrize("layout", ["v1", "v2"])
 def test_every_network_part_gives_torchvisions_numbers_on_random_weights(tmp_path, layout):
