@@ -81,7 +81,8 @@ class BasicBlock(CNNBlockBase):
         identity = x if self.downsample is None else self.downsample(x)
         out = F.relu_(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu_(out + identity)
+        out += identity  # in place, as detectron2's blocks: one activation-sized tensor fewer
+        return F.relu_(out)
 
 
 class Bottleneck(CNNBlockBase):
@@ -113,7 +114,8 @@ class Bottleneck(CNNBlockBase):
         out = F.relu_(self.bn1(self.conv1(x)))
         out = F.relu_(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu_(out + identity)
+        out += identity  # in place, as detectron2's blocks: one activation-sized tensor fewer
+        return F.relu_(out)
 
 
 def _downsample(in_channels: int, out_channels: int, stride: int, norm: str):
