@@ -138,14 +138,16 @@ def builtin_twin_cfg(cfg):
 
 @torch.no_grad()
 def calibrate_norms(model, run) -> None:
-    """Set each frozen norm's statistics from the activations it sees in one forward (``run``)."""
+    """Set each frozen norm's statistics (detectron2's, torch's and torchvision's) from the
+    activations it sees in one forward (``run``); each norm adds its own eps."""
+    from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBN
 
     def set_statistics(module, args):
         x = args[0].float()
         module.running_mean.copy_(x.mean((0, 2, 3)))
-        module.running_var.copy_(x.var((0, 2, 3)) + module.eps)
+        module.running_var.copy_(x.var((0, 2, 3)))
 
-    norms = (FrozenBatchNorm2d, torch.nn.BatchNorm2d)
+    norms = (FrozenBatchNorm2d, torch.nn.BatchNorm2d, TorchvisionFrozenBN)
     hooks = [m.register_forward_pre_hook(set_statistics) for m in model.modules() if isinstance(m, norms)]
     try:
         run()
@@ -218,7 +220,7 @@ def torchvision_pair(image, device: str, tmp: str) -> List[Candidate]:
         unused = torch.ones(91, dtype=torch.bool)
         unused[0], unused[category_ids] = False, False
         tv.roi_heads.box_predictor.cls_score.bias[unused] = -30.0
-    calibrate_torchvision_norms(tv, lambda: torchvision_infer(tv, image))
+    calibrate_norms(tv, lambda: torchvision_infer(tv, image))
     path = os.path.join(tmp, "fasterrcnn_resnet50_fpn_random.pth")
     torch.save(tv.state_dict(), path)
     cfg = plugin_cfg("tv_fasterrcnn_r50_fpn.yaml", device)
@@ -244,25 +246,6 @@ def torchvision_pair(image, device: str, tmp: str) -> List[Candidate]:
                   train_batch=lambda batch: [{"image": b["image"].flip(0), "instances": b["instances"]}
                                              for b in batch]),
     ]
-
-
-def calibrate_torchvision_norms(model, run) -> None:
-    """:func:`calibrate_norms` for torchvision's FrozenBatchNorm2d (buffers, eps 1e-5 by default)."""
-    from torchvision.ops.misc import FrozenBatchNorm2d as TorchvisionFrozenBN
-
-    def set_statistics(module, args):
-        x = args[0].float()
-        module.running_mean.copy_(x.mean((0, 2, 3)))
-        module.running_var.copy_(x.var((0, 2, 3)))
-
-    hooks = [m.register_forward_pre_hook(set_statistics) for m in model.modules()
-             if isinstance(m, TorchvisionFrozenBN)]
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        for h in hooks:
-            h.remove()
 
 
 # ------------------------------------------------------------------------------------ measures
@@ -358,7 +341,7 @@ def flops_and_params(candidate: Candidate, image: torch.Tensor):
         return f"n/a ({type(e).__name__})", params
 
 
-def settings_for(candidate: Candidate, args) -> Dict[str, Callable]:
+def settings_for(candidate: Candidate, args) -> Dict[str, tuple]:
     """setting -> (model, autocast dtype or None); the fast path is the plugin's and CPU-only."""
     low = torch.float16 if args.cuda else torch.bfloat16
     settings = {"fp32": (candidate.model, None)}
