@@ -55,8 +55,10 @@ def to_coco_results(
                 "file_name": file_name,
                 "category_id": category_ids[cls] if category_ids is not None else cls,
                 "category_name": class_names[cls] if class_names else str(cls),
-                "bbox": [round(v, 2) for v in box],
-                "score": round(score, 5),
+                # Unrounded, as COCOEvaluator writes them: rounding moves a box across an IoU
+                # threshold or ties two scores, and then pycocotools' AP differs from the evaluator's.
+                "bbox": box,
+                "score": score,
             }
         )
     return results
