@@ -63,7 +63,7 @@ from ..precision import choose_precision
 
 __all__ = [
     "optimize_for_cpu", "fold_conv_norm", "fold_batch_norms", "FastBackbone",
-    "Int8ConvReLU",
+    "Int8ConvReLU", "FastHead",
 ]
 
 logger = logging.getLogger(__name__)
@@ -218,6 +218,74 @@ class FastBackbone(nn.Module):
             return getattr(original, name)
 
 
+def _to_fp32(output):
+    """``output`` (a tensor, or a list/tuple/dict of them) with its bf16 tensors as fp32."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.dtype == torch.bfloat16 else output
+    if isinstance(output, dict):
+        return {k: _to_fp32(v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)):
+        return type(output)(_to_fp32(v) for v in output)
+    return output
+
+
+class FastHead(nn.Module):
+    """Runs a head's heavy part (RPN conv, box head, C4's res5) in NHWC and/or bf16 autocast.
+
+    4-D tensor inputs are made NHWC with ``channels_last``; with ``bf16`` the module runs under
+    CPU bf16 autocast and its tensor outputs come back as fp32, so what follows (box deltas,
+    softmax, NMS) computes in fp32 as before.
+
+    Attributes:
+        module: the wrapped head module; any attribute it has is answered by it.
+    """
+
+    def __init__(self, module: nn.Module, channels_last: bool, bf16: bool):
+        super().__init__()
+        self.module = module
+        self.channels_last = channels_last
+        self.bf16 = bf16
+        if channels_last:
+            module.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        if self.channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.module(x)
+        return _to_fp32(out) if self.bf16 else out
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            module = self.__dict__.get("_modules", {}).get("module")
+            if module is None:
+                raise
+            return getattr(module, name)
+
+
+def _fast_heads(model: nn.Module, channels_last: bool, bf16: bool, rpn_conv: bool) -> list:
+    """Wrap the heads' heavy modules in :class:`FastHead`; returns the wrapped names.
+
+    The RPN head's shared conv (``rpn_conv``: not when it is int8), a standard ROI head's
+    ``box_head`` (fc6/fc7 on every proposal, or its convs) and a C4 ROI head's ``res5``.
+    Only bf16 changes these modules' arithmetic; NHWC alone is for the convolutions (res5).
+    """
+    wrapped = []
+    rpn_head = getattr(getattr(model, "proposal_generator", None), "rpn_head", None)
+    if rpn_conv and bf16 and isinstance(getattr(rpn_head, "conv", None), nn.Module):
+        rpn_head.conv = FastHead(rpn_head.conv, channels_last, bf16)
+        wrapped.append("proposal_generator.rpn_head.conv")
+    roi_heads = getattr(model, "roi_heads", None)
+    for name, needs_nhwc in (("box_head", False), ("res5", True)):
+        head = getattr(roi_heads, name, None)
+        if isinstance(head, nn.Module) and (bf16 or (channels_last and needs_nhwc)):
+            setattr(roi_heads, name, FastHead(head, channels_last and needs_nhwc, bf16))
+            wrapped.append(f"roi_heads.{name}")
+    return wrapped
+
+
 def _trace_backbone(backbone: nn.Module, channels_last: bool) -> torch.jit.ScriptModule:
     """The backbone traced on a dummy batch and frozen; valid for any size divisible as padded."""
     div = max(int(backbone.size_divisibility or 1), 32)
@@ -346,6 +414,7 @@ def optimize_for_cpu(
     jit: bool = False,
     compile: Union[bool, str] = False,
     int8_rpn: Optional[Sequence[dict]] = None,
+    bf16_heads: bool = True,
     inplace: bool = False,
 ) -> nn.Module:
     """The CPU fast form of an eval-mode detectron2 meta-architecture (``GeneralizedRCNN``...).
@@ -367,6 +436,8 @@ def optimize_for_cpu(
             images like the ones to predict) to run the RPN head's 3x3 conv in int8; None
             (default) keeps it fp32. Not with ``jit``; with ``compile`` the RPN head stays
             eager. Changes the detections slightly: see the module doc.
+        bf16_heads: with bf16, also run the heads' heavy parts in bf16 (the RPN head's shared
+            conv, the box head, C4's res5; see :class:`FastHead`); False keeps them fp32.
         inplace: change ``model`` itself instead of a deep copy.
 
     Returns:
@@ -431,4 +502,10 @@ def optimize_for_cpu(
             model.proposal_generator.rpn_head = _compile(rpn_head, _COMPILE_DYNAMIC[compile])
     elif int8_rpn is not None:
         raise ValueError("int8_rpn needs a model with an RPN (proposal_generator.rpn_head)")
+    wrapped = _fast_heads(
+        model, channels_last, use_bf16 and bf16_heads,
+        rpn_conv=int8_rpn is None and not jit and not use_compile,
+    )
+    if wrapped:
+        logger.info("fast_cpu: %s in %s", "bf16" if use_bf16 and bf16_heads else "NHWC", ", ".join(wrapped))
     return model

@@ -11,12 +11,13 @@ from torch import nn
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from detectron2.modeling import build_model
+from detectron2.structures import pairwise_iou
 
 from fpn_plugin import precision
 from fpn_plugin.inference import Predictor
 from fpn_plugin.inference import fast_cpu
 from fpn_plugin.inference.fast_cpu import (
-    FastBackbone, fold_batch_norms, fold_conv_norm, optimize_for_cpu,
+    FastBackbone, FastHead, fold_batch_norms, fold_conv_norm, optimize_for_cpu,
 )
 from fpn_plugin.inference.predict_cli import main
 from fpn_plugin.modeling.resnet import make_resnet_stage
@@ -99,10 +100,10 @@ def _inputs():
     ]
 
 
-def _assert_same_detections(a, b):
+def _assert_same_detections(a, b, box_atol=1e-2):
     assert len(a) == len(b) > 0
     assert torch.equal(a.pred_classes, b.pred_classes)
-    torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor, rtol=0, atol=1e-2)
+    torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor, rtol=0, atol=box_atol)
     torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-4)
 
 
@@ -276,6 +277,66 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_and_auto_keeps_fp32(monkeypatch
         out = forced(_inputs())
     instances = out[0]["instances"]
     assert instances.pred_boxes.tensor.dtype == torch.float32 and len(instances) > 0
+
+
+def _tiny_c4_model():
+    cfg = tiny_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res4"]
+    cfg.MODEL.RPN.IN_FEATURES = ["res4"]
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[32, 64, 128]]
+    cfg.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["res4"]
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    g = torch.Generator().manual_seed(2)
+    for m in model.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model
+
+
+def test_c4_fast_path_runs_res5_nhwc_with_the_same_detections():
+    model = _tiny_c4_model()
+    fast = optimize_for_cpu(model)
+    res5 = fast.roi_heads.res5
+    assert isinstance(res5, FastHead) and res5.channels_last and not res5.bf16
+    assert not isinstance(fast.roi_heads.box_predictor, FastHead)  # fp32 path: nothing else
+    with torch.no_grad():
+        for a, b in zip(model(_inputs()), fast(_inputs())):
+            # fp32 rounding through folded norms and the deeper res5 of random weights: seen
+            # 1.05e-2 px (relative 9e-5) on a box of ~120 px
+            _assert_same_detections(a["instances"], b["instances"], box_atol=5e-2)
+
+
+@pytest.mark.parametrize("make_model", [_tiny_model, _tiny_c4_model], ids=["fpn", "c4"])
+def test_bf16_runs_the_heads_heavy_parts_in_bf16_and_returns_fp32(monkeypatch, make_model):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    model = make_model()
+    fast = optimize_for_cpu(model, bf16=True)
+    heavy = [fast.proposal_generator.rpn_head.conv]
+    heavy.append(fast.roi_heads.res5 if hasattr(model.roi_heads, "res5") else fast.roi_heads.box_head)
+    assert all(isinstance(h, FastHead) and h.bf16 for h in heavy)
+    inner, last = {}, {}  # per heavy module: the dtype it computes in; its last (input, output)
+    for i, h in enumerate(heavy):
+        h.module.register_forward_hook(lambda m, args, o, i=i: inner.__setitem__(i, o.dtype))
+        h.register_forward_hook(lambda m, args, o, i=i: last.__setitem__(i, (args[0], o)))
+    with torch.no_grad():
+        out = fast(_inputs())
+        for i, h in enumerate(heavy):  # the wrapper's output against its module run in fp32
+            x, y = last[i]
+            assert inner[i] == torch.bfloat16 and y.dtype == torch.float32
+            reference = h.module(x)
+            error = ((y - reference).norm() / reference.norm()).item()
+            assert 0 < error < 2e-2, f"{type(h.module).__name__}: relative error {error:.1e}"
+    instances = out[0]["instances"]
+    assert instances.pred_boxes.tensor.dtype == torch.float32 and len(instances) > 0
+    backbone_only = optimize_for_cpu(model, bf16=True, bf16_heads=False)
+    assert backbone_only.backbone.bf16
+    assert not isinstance(backbone_only.proposal_generator.rpn_head.conv, FastHead)
 
 
 def test_bf16_auto_is_used_where_the_cpu_has_it(monkeypatch):
