@@ -31,7 +31,9 @@ start; their first forward, which compiles, is reported separately with a fresh 
 cache), ``fast+int8rpn`` and ``fast+compile+int8rpn`` (the RPN head's 3x3 conv in int8,
 calibrated on ``--calibration-images`` training images for the match rate and on the timing
 image for the timing), ``bf16``
-(plain model under bf16 autocast, what ``predict.py --bf16`` runs), ``fast+bf16``, and
+(plain model under bf16 autocast, what ``predict.py --bf16`` runs), ``fast+bf16`` (the fast
+path with its backbone and heads' heavy parts in bf16, what ``--fast-cpu --bf16`` runs),
+``fast+bf16-backbone`` (only the backbone in bf16), and
 ``onnxruntime`` (the model exported to ONNX by ``fpn_plugin.export``, run by onnxruntime's CPU
 provider: what ``predict.py --exported DIR`` runs; skipped without onnx/onnxruntime). On CPUs
 without native bf16 (no avx512_bf16 or AMX; ``python -m fpn_plugin.env``) oneDNN falls back to
@@ -83,10 +85,11 @@ SETTINGS = {
     "fast+int8rpn": lambda m, c: (optimize_for_cpu(m, int8_rpn=c), False),
     "fast+compile+int8rpn": lambda m, c: (optimize_for_cpu(m, compile=True, int8_rpn=c), False),
     "bf16": lambda m, c: (m, True),
-    "fast+bf16": lambda m, c: (optimize_for_cpu(m, bf16=True), False),
+    "fast+bf16": lambda m, c: (optimize_for_cpu(m, bf16=True), False),  # backbone and heads
+    "fast+bf16-backbone": lambda m, c: (optimize_for_cpu(m, bf16=True, bf16_heads=False), False),
     "onnxruntime": lambda m, c: (onnxruntime_model(m, c[0]["image"]), False),
 }
-BF16_SETTINGS = ("bf16", "fast+bf16")
+BF16_SETTINGS = ("bf16", "fast+bf16", "fast+bf16-backbone")
 
 
 def onnxruntime_available() -> bool:

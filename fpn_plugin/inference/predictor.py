@@ -96,7 +96,7 @@ class Predictor:
 
     def _make_fast(self) -> None:
         # The CPU fast path (fast_cpu.py): norms folded, NHWC; with precision "bf16" its
-        # backbone under bf16.
+        # backbone and the heads' heavy parts under bf16.
         from .fast_cpu import optimize_for_cpu
 
         if torch.device(self.cfg.MODEL.DEVICE).type != "cpu":
