@@ -26,8 +26,9 @@ the same run, over ``--repeats`` rounds interleaved across every model and setti
 
 - inference s/image at ``--size`` (800x1199) in fp32, bf16 autocast (``predict.py --bf16``),
   the plugin's CPU fast path (``optimize_for_cpu``: folded norms + NHWC; ``--fast-cpu``), the
-  fast path with its bf16 backbone (``optimize_for_cpu(bf16=True)``) and the fast path with
-  the whole model under bf16 autocast (RPN and box head too); on CUDA, fp32 and fp16 autocast;
+  fast path in bf16 (``optimize_for_cpu(bf16=True)``: backbone, RPN conv and box head) and the
+  fp32 fast path with the whole model under bf16 autocast (ROIAlign and the rest too); on
+  CUDA, fp32 and fp16 autocast;
 - a training step (forward, backward, SGD) on ``--train-batch`` random images of
   ``--train-size`` with three boxes each, fp32 and bf16 (fp16 on CUDA) through the trainer's
   ``Precision``, with the relative difference of the reduced-precision loss at the same
@@ -341,17 +342,18 @@ def flops_and_params(candidate: Candidate, image: torch.Tensor):
         return f"n/a ({type(e).__name__})", params
 
 
-def settings_for(candidate: Candidate, args) -> Dict[str, tuple]:
-    """setting -> (model, autocast dtype or None); the fast path is the plugin's and CPU-only."""
+def settings_for(candidate: Candidate, args, reduced: bool = True) -> Dict[str, tuple]:
+    """setting -> (model, autocast dtype or None); the fast path is the plugin's and CPU-only.
+    ``reduced=False``: the fp32 settings only."""
     low = torch.float16 if args.cuda else torch.bfloat16
     settings = {"fp32": (candidate.model, None)}
-    if args.reduced:
+    if args.reduced and reduced:
         settings[args.reduced] = (candidate.model, low)
     if candidate.kind == "plugin" and not args.cuda:
         settings["fast"] = (optimize_for_cpu(candidate.model), None)
-        if args.reduced:
+        if args.reduced and reduced:
             settings["fast+bf16"] = (optimize_for_cpu(candidate.model, bf16=True), None)
-            # the whole model (RPN and box head too) under autocast, not only the backbone
+            # the whole model (ROIAlign, post-processing too) under autocast
             settings["fast, all bf16"] = (settings["fast"][0], low)
     return settings
 
@@ -497,7 +499,7 @@ def time_scaling(candidates: List[Candidate], args) -> list:
     """Inference s/image against the short side: the R50-FPN builtin and plugin, fp32 and fast."""
     runs = [(c, name, model, dtype) for c in candidates if c.kind != "torchvision"
             and not c.name.startswith("plugin tv")
-            for name, (model, dtype) in settings_for(c, args).items() if name in ("fp32", "fast")]
+            for name, (model, dtype) in settings_for(c, args, reduced=False).items()]
     times = {}
     for short in args.scaling_sizes:
         size = (short, round(short * 1.5))
@@ -624,11 +626,12 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--data", default=DEFAULT_DATA, help="folder whose val2017/ gives the photo")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 400x600, one round of everything, scaling at 320 and 480")
+                   help="smoke test: 400x600, one round of everything without warm-up, scaling at "
+                   "320 and 480")
     args = p.parse_args(argv)
-    if args.quick:
-        args.size, args.repeats, args.warmup = (400, 600), 1, 1
-        args.train_size, args.train_batch, args.train_repeats, args.train_warmup = (256, 320), 1, 1, 1
+    if args.quick:  # a smoke test: no warm-up, its times are not for reading
+        args.size, args.repeats, args.warmup = (400, 600), 1, 0
+        args.train_size, args.train_batch, args.train_repeats, args.train_warmup = (256, 320), 1, 1, 0
         args.scaling_sizes = [320, 480]
     args.cuda = args.device.startswith("cuda")
     if args.cuda:

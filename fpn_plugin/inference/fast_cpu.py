@@ -165,6 +165,18 @@ def fold_batch_norms(module: nn.Module) -> int:
     return folded
 
 
+def _delegated_attribute(wrapper: nn.Module, inner: str, name: str):
+    """``wrapper.name``: its own (parameters, submodules...) or else its submodule ``inner``'s."""
+    try:
+        return nn.Module.__getattr__(wrapper, name)
+    except AttributeError:
+        # While unpickling or copying, the inner module may not be there yet.
+        module = wrapper.__dict__.get("_modules", {}).get(inner)
+        if module is None:
+            raise
+        return getattr(module, name)
+
+
 class FastBackbone(nn.Module):
     """Stands in for a detectron2 backbone: same interface, a faster body.
 
@@ -207,15 +219,8 @@ class FastBackbone(nn.Module):
         return getattr(self.original, "padding_constraints", {})
 
     def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            # Anything else a backbone answers (e.g. _out_features) comes from the original;
-            # while unpickling or copying, "original" may not be there yet.
-            original = self.__dict__.get("_modules", {}).get("original")
-            if original is None:
-                raise
-            return getattr(original, name)
+        # Anything else a backbone answers (e.g. _out_features) comes from the original.
+        return _delegated_attribute(self, "original", name)
 
 
 def _to_fp32(output):
@@ -256,13 +261,7 @@ class FastHead(nn.Module):
         return _to_fp32(out) if self.bf16 else out
 
     def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            module = self.__dict__.get("_modules", {}).get("module")
-            if module is None:
-                raise
-            return getattr(module, name)
+        return _delegated_attribute(self, "module", name)
 
 
 def _fast_heads(model: nn.Module, channels_last: bool, bf16: bool, rpn_conv: bool) -> list:
