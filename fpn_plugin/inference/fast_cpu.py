@@ -43,10 +43,11 @@
   Quantizing the whole backbone and FPN too (FX graph mode, x86 backend) measured 0.62x
   against 0.83x for fold + NHWC, but matched only 85 % of the fp32 detections (69 of 81 on 80
   facemask images; 73 % with 8-bit activations, saturating without VNNI), so it is not here.
-- ``bf16`` (off by default): the backbone under bf16 autocast, eager (not with ``jit`` or
-  ``compile``). Fast only on CPUs with native bf16 (avx512_bf16, AMX). ``"auto"`` follows
-  :func:`fpn_plugin.precision.choose_precision` (bf16 only where it is native); ``True`` forces
-  it, with the policy's warning where it is emulated. Its detections differ from fp32 by bf16
+- ``bf16`` (off by default): the backbone, and with ``bf16_heads`` (default) the heads' heavy
+  parts (:class:`FastHead`), under bf16 autocast, eager (not with ``jit`` or ``compile``).
+  Fast only on CPUs with native bf16 (avx512_bf16, AMX). ``"auto"`` follows
+  :func:`fpn_plugin.precision.choose_precision` (bf16 only where it is native); ``True``
+  forces it, with the policy's warning where it is emulated. Its detections differ from fp32 by bf16
   rounding: measure the match rate (``benchmarks/bench_cpu_inference.py``).
 """
 import copy
