@@ -50,7 +50,7 @@ class Predictor:
     from the checkpoint when the trainer wrote them there.
     ``fast_cpu=True`` runs the model in the CPU fast form of
     :func:`~fpn_plugin.inference.fast_cpu.optimize_for_cpu` (same detections up to fp32
-    rounding; with precision "bf16" its backbone in bf16).
+    rounding; with precision "bf16" its backbone and heads in bf16).
 
     Attributes:
         class_names (list[str] or None): names of the model's contiguous class ids.
