@@ -37,6 +37,8 @@ LAYOUTS: Dict[str, dict] = {
 
 
 def _count_images(folder: str) -> int:
+    # Not fpn_plugin.image_files: datasets/ scripts load this module without the package.
+    # The fetched datasets are JPEG (COCO, VOC) or PNG.
     with os.scandir(folder) as it:
         return sum(1 for e in it if e.name.lower().endswith((".jpg", ".jpeg", ".png")))
 

@@ -12,8 +12,9 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.structures import BoxMode
 
+from ..image_files import image_file_candidates
+
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "read_image_set",
     "parse_voc_xml",
     "voc_box_to_xyxy",
@@ -25,7 +26,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
 
 
 def read_image_set(path: str) -> List[str]:
@@ -115,8 +115,8 @@ def _find_image(images_dir: str, image_id: str, filename: Optional[str]) -> str:
         path = os.path.join(images_dir, filename)
         if os.path.isfile(path):
             return path
-    for ext in IMAGE_EXTENSIONS:
-        path = os.path.join(images_dir, image_id + ext)
+    for name in image_file_candidates(image_id):
+        path = os.path.join(images_dir, name)
         if os.path.isfile(path):
             return path
     # Missing images are reported by `python -m fpn_plugin.data.check`, and training skips

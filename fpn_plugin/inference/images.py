@@ -11,10 +11,11 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..image_files import IMAGE_EXTENSIONS
+
 __all__ = ["ImageLoadError", "load_image", "IMAGE_EXTENSIONS"]
 
 # What prediction reads from folders; a GIF gives its first frame (PIL's default frame).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 _ORDERS = {3: ("RGB", "BGR"), 4: ("RGBA", "BGRA")}
 
 

@@ -148,3 +148,17 @@ def test_layout_script_exit_status(tmp_path):
     assert run.returncode == 1
     assert "voc2012: " in run.stdout and "missing list" in run.stdout
     assert "fix: python datasets/fetch_voc.py voc2012" in run.stdout
+
+
+def test_one_image_extension_list_for_every_reader(tmp_path):
+    # The VOC reader, image loading and predict.py's folder walk share one list.
+    from fpn_plugin.data import voc
+    from fpn_plugin.image_files import IMAGE_EXTENSIONS, is_image_file
+    from fpn_plugin.inference import images
+
+    assert images.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
+    assert is_image_file("a/B.JPG") and is_image_file("c.webp") and not is_image_file("d.xml")
+    (tmp_path / "000005.PNG").write_bytes(b"")  # upper case, as some cameras write it
+    found = voc._find_image(str(tmp_path), "000005", None)
+    assert found == str(tmp_path / "000005.PNG")
+    assert voc._find_image(str(tmp_path), "000007", None) == str(tmp_path / "000007.jpg")
