@@ -274,3 +274,23 @@ def test_a_finite_exploded_loss_stops_with_the_divergence_message(tmp_path):
     assert "x its median" in message and "SOLVER.LOSS_EXPLOSION_FACTOR 100" in message
     assert "The last good checkpoint is kept" in message and "model_0000009.pth" in message
     assert not (tmp_path / "out" / "model_final.pth").exists()
+
+
+def test_training_writes_tensorboard_events_with_training_and_validation_losses(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    T, _ = _scripted_trainer([1.0, 2.0])
+    cfg = _cfg(tmp_path, 4, TEST__EVAL_PERIOD=2, TEST__VAL_LOSS__DATASETS=("hooks_val",))
+    trainer = T(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    events = list((tmp_path / "out").glob("events.out.tfevents.*"))
+    assert len(events) == 1, "detectron2's TensorboardXWriter writes one event file in OUTPUT_DIR"
+    accumulator = EventAccumulator(str(events[0])).Reload()
+    scalars = set(accumulator.Tags()["scalars"])
+    assert {"total_loss", "loss_cls", "lr", "val/total_loss", "val/loss_cls", "bbox/AP50"} <= scalars
+    # The same steps and values as metrics.json (one validation per evaluation).
+    val = {r["iteration"]: r["val/total_loss"] for r in _metrics(tmp_path) if "val/total_loss" in r}
+    assert [e.step for e in accumulator.Scalars("val/total_loss")] == sorted(val) and len(val) == 2
+    for e in accumulator.Scalars("val/total_loss"):
+        assert e.value == pytest.approx(val[e.step], rel=1e-6)
