@@ -5,7 +5,7 @@ from typing import Iterator
 __all__ = ["IMAGE_EXTENSIONS", "is_image_file", "image_file_candidates"]
 
 # Lower case; the check ignores case (cameras and Windows tools write ".JPG"). All are formats
-# that PIL, which every image reader here goes through, decodes.
+# that PIL, which every image reader here goes through, decodes (a GIF: its first frame).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 

@@ -27,7 +27,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 def read_image_set(path: str) -> List[str]:
     """The image ids of an ``ImageSets/Main/<split>.txt`` list (first column, no blank lines)."""
     if not os.path.isfile(path):

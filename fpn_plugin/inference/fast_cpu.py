@@ -47,8 +47,8 @@
   parts (:class:`FastHead`), under bf16 autocast, eager (not with ``jit`` or ``compile``).
   Fast only on CPUs with native bf16 (avx512_bf16, AMX). ``"auto"`` follows
   :func:`fpn_plugin.precision.choose_precision` (bf16 only where it is native); ``True``
-  forces it, with the policy's warning where it is emulated. Its detections differ from fp32 by bf16
-  rounding: measure the match rate (``benchmarks/bench_cpu_inference.py``).
+  forces it, with the policy's warning where it is emulated. Its detections differ from fp32
+  by bf16 rounding: measure the match rate (``benchmarks/bench_cpu_inference.py``).
 """
 import copy
 import logging
@@ -178,6 +178,17 @@ def _delegated_attribute(wrapper: nn.Module, inner: str, name: str):
         return getattr(module, name)
 
 
+def _to_fp32(output):
+    """``output`` (a tensor, or a list/tuple/dict of them) with its bf16 tensors as fp32."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.dtype == torch.bfloat16 else output
+    if isinstance(output, dict):
+        return {k: _to_fp32(v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)):
+        return type(output)(_to_fp32(v) for v in output)
+    return output
+
+
 class FastBackbone(nn.Module):
     """Stands in for a detectron2 backbone: same interface, a faster body.
 
@@ -204,9 +215,7 @@ class FastBackbone(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             features = self.body(x)
-        if self.bf16:
-            features = {k: v.float() for k, v in features.items()}
-        return dict(features)
+        return _to_fp32(dict(features))
 
     def output_shape(self):
         return self.original.output_shape()
@@ -222,17 +231,6 @@ class FastBackbone(nn.Module):
     def __getattr__(self, name: str):
         # Anything else a backbone answers (e.g. _out_features) comes from the original.
         return _delegated_attribute(self, "original", name)
-
-
-def _to_fp32(output):
-    """``output`` (a tensor, or a list/tuple/dict of them) with its bf16 tensors as fp32."""
-    if isinstance(output, torch.Tensor):
-        return output.float() if output.dtype == torch.bfloat16 else output
-    if isinstance(output, dict):
-        return {k: _to_fp32(v) for k, v in output.items()}
-    if isinstance(output, (list, tuple)):
-        return type(output)(_to_fp32(v) for v in output)
-    return output
 
 
 class FastHead(nn.Module):
@@ -259,7 +257,7 @@ class FastHead(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             out = self.module(x)
-        return _to_fp32(out) if self.bf16 else out
+        return _to_fp32(out)
 
     def __getattr__(self, name: str):
         return _delegated_attribute(self, "module", name)
@@ -507,5 +505,6 @@ def optimize_for_cpu(
         rpn_conv=int8_rpn is None and not jit and not use_compile,
     )
     if wrapped:
-        logger.info("fast_cpu: %s in %s", "bf16" if use_bf16 and bf16_heads else "NHWC", ", ".join(wrapped))
+        mode = "bf16" if use_bf16 and bf16_heads else "NHWC"
+        logger.info("fast_cpu: %s in %s", mode, ", ".join(wrapped))
     return model

@@ -15,7 +15,6 @@ from ..image_files import IMAGE_EXTENSIONS
 
 __all__ = ["ImageLoadError", "load_image", "IMAGE_EXTENSIONS"]
 
-# What prediction reads from folders; a GIF gives its first frame (PIL's default frame).
 _ORDERS = {3: ("RGB", "BGR"), 4: ("RGBA", "BGRA")}
 
 

@@ -11,7 +11,6 @@ from torch import nn
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from detectron2.modeling import build_model
-from detectron2.structures import pairwise_iou
 
 from fpn_plugin import precision
 from fpn_plugin.inference import Predictor
@@ -78,10 +77,9 @@ def test_folding_refuses_training_mode_and_mismatched_channels():
         fold_conv_norm(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4))
 
 
-def _tiny_model():
-    cfg = tiny_cfg()
+def _tiny_model(cfg=None):
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    model = build_model(cfg or tiny_cfg()).eval()
     g = torch.Generator().manual_seed(2)
     for m in model.modules():  # FrozenBN statistics as a trained model has them
         if isinstance(m, FrozenBatchNorm2d):
@@ -289,14 +287,7 @@ def _tiny_c4_model():
     cfg.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"
     cfg.MODEL.ROI_HEADS.IN_FEATURES = ["res4"]
     cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    g = torch.Generator().manual_seed(2)
-    for m in model.modules():
-        if isinstance(m, FrozenBatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model
+    return _tiny_model(cfg)
 
 
 def test_c4_fast_path_runs_res5_nhwc_with_the_same_detections():
