@@ -30,8 +30,9 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
-from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.roi_heads.box_head import ROI_BOX_HEAD_REGISTRY
+
+from .fpn import fpn_on
 
 __all__ = [
     "VGG16",
@@ -151,18 +152,10 @@ def build_vgg16_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     is not used here). P6 is a stride-2 max-pool of P5 (``LastLevelMaxPool``), as in the FPN
     paper's Faster R-CNN. The FPN pads images to a multiple of its coarsest stride (32).
     """
-    in_features = cfg.MODEL.FPN.IN_FEATURES
     if input_shape.channels != 3:
         raise ValueError(_CHANNELS_ERROR.format(input_shape.channels))
-    bottom_up = VGG16(out_features=in_features, freeze_convs=cfg.MODEL.VGG.FREEZE_CONVS)
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=in_features,
-        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelMaxPool(),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    bottom_up = VGG16(out_features=cfg.MODEL.FPN.IN_FEATURES, freeze_convs=cfg.MODEL.VGG.FREEZE_CONVS)
+    return fpn_on(bottom_up, cfg)
 
 
 @ROI_BOX_HEAD_REGISTRY.register()
