@@ -19,7 +19,7 @@ from fpn_plugin.inference.fast_cpu import (
     FastBackbone, FastHead, fold_batch_norms, fold_conv_norm, optimize_for_cpu,
 )
 from fpn_plugin.inference.predict_cli import main
-from fpn_plugin.modeling.resnet import make_resnet_stage
+from fpn_plugin.modeling.resnet_blocks import make_resnet_stage
 
 from .conftest import tiny_cfg
 
@@ -47,6 +47,29 @@ def test_folding_frozen_bn_into_a_conv_is_exact_up_to_fp32_rounding(bias):
     # fp32 rounding of a 72-term sum scaled by up to ~4: far below 1e-4 of values of order 10.
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-4)
     assert before.abs().max() > 1  # a non-trivial output
+
+
+@pytest.mark.parametrize("kind", ["frozen_eps_1e-3", "batchnorm_without_affine"])
+def test_folding_keeps_the_norms_eps_and_a_missing_affine(kind):
+    # Variances near eps: folding with another eps (or without it) would be off by far more
+    # than fp32 rounding. A BatchNorm2d(affine=False) has no weight or bias: ones and zeros.
+    g = torch.Generator().manual_seed(7)
+    if kind == "frozen_eps_1e-3":
+        norm = _random_frozen_bn(16, g)
+        norm.eps = 1e-3
+    else:
+        norm = nn.BatchNorm2d(16, affine=False).eval()
+        norm.running_mean.copy_(torch.randn(16, generator=g))
+    norm.running_var.copy_(torch.rand(16, generator=g) * 2e-3)
+    conv = nn.Conv2d(8, 16, 3, padding=1, bias=False)
+    x = torch.randn(2, 8, 12, 12, generator=g)
+    with torch.no_grad():
+        before = norm(conv(x))
+        fold_conv_norm(conv, norm)
+        after = conv(x)
+    assert conv.bias is not None and not conv.bias.requires_grad
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-3)
+    assert before.abs().max() > 10  # the near-eps variances make the output large
 
 
 def test_folding_eval_batchnorm_in_a_sequential_and_in_torchvision_style_blocks():

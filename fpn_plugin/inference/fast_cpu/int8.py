@@ -1,0 +1,93 @@
+"""The RPN head's shared 3x3 conv + ReLU as an int8 convolution, calibrated on a few images.
+
+That conv is a quarter of R50-FPN's multiply-adds at 800x1199. It runs through torch's quantized
+CPU ops (fbgemm/oneDNN): weights per output channel, activations per tensor in the 7-bit range
+that AVX2 without VNNI needs, ranges from histograms of the calibration images' features of all
+levels. Only the proposals change, a little; the backbone and box head stay fp32. torch marks
+its quantized tensors deprecated (torchao replaces them): this needs them.
+"""
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["Int8ConvReLU"]
+
+
+class Int8ConvReLU(nn.Module):
+    """``relu(conv(x))`` as an int8 convolution: fp32 in, fp32 out.
+
+    The input is quantized per tensor (quint8, 7-bit range as fbgemm needs without VNNI) with
+    a scale calibrated beforehand, the weight per output channel (qint8, symmetric); the int8
+    conv with its fused ReLU requantizes to the calibrated output scale, then it is dequantized.
+
+    Args:
+        conv: the fp32 convolution (its ReLU is the fused one).
+        input_qparams: (scale, zero point) of the input, from an observer's
+            ``calculate_qparams()``.
+        output_qparams: (scale, zero point) of the ReLU's output.
+    """
+
+    def __init__(self, conv: nn.Conv2d, input_qparams, output_qparams):
+        super().__init__()
+        from torch.ao.nn.intrinsic.quantized import ConvReLU2d
+
+        from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+        weight = conv.weight.detach().float()
+        observer = PerChannelMinMaxObserver(
+            ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric
+        )
+        observer(weight)
+        scales, zero_points = observer.calculate_qparams()
+        qweight = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
+        self.qconv = ConvReLU2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+        )
+        bias = conv.bias.detach().float() if conv.bias is not None else None
+        self.qconv.set_weight_bias(qweight, bias)
+        self.qconv.scale, self.qconv.zero_point = float(output_qparams[0]), int(output_qparams[1])
+        self.input_scale, self.input_zero_point = float(input_qparams[0]), int(input_qparams[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, torch.quint8)
+        return self.qconv(q).dequantize()
+
+
+@torch.no_grad()
+def quantize_rpn_conv(model: nn.Module, calibration: Sequence[dict]) -> None:
+    """Replace the RPN head's shared 3x3 conv + ReLU by :class:`Int8ConvReLU`, in place.
+
+    Its input and output ranges are observed (histograms, as torch's x86 default) on the
+    calibration images' features of every level, computed by the eager backbone.
+
+    Args:
+        model: a model whose backbone is already a ``FastBackbone``.
+        calibration: detectron2 input dicts, as ``model`` takes them.
+
+    Raises:
+        ValueError: the RPN head is not detectron2's one-conv StandardRPNHead, or no
+            calibration inputs.
+    """
+    from torch.ao.quantization.observer import HistogramObserver
+
+    head = model.proposal_generator.rpn_head
+    conv = getattr(head, "conv", None)
+    if not (isinstance(conv, nn.Conv2d) and isinstance(getattr(conv, "activation", None), nn.ReLU)
+            and getattr(conv, "norm", None) is None):
+        raise ValueError(
+            "int8_rpn needs detectron2's StandardRPNHead with one conv + ReLU (RPN.CONV_DIMS "
+            f"[-1]), got {type(head).__name__} with conv {type(conv).__name__}"
+        )
+    if not calibration:
+        raise ValueError("int8_rpn needs calibration inputs (a list of detectron2 input dicts)")
+    observers = [HistogramObserver(quant_min=0, quant_max=127) for _ in range(2)]
+    for inputs in calibration:
+        images = model.preprocess_image([inputs])
+        features = model.backbone.original(images.tensor)  # eager: nothing compiles here
+        for name in model.proposal_generator.in_features:
+            x = features[name]
+            observers[0](x)
+            observers[1](conv(x))  # detectron2's Conv2d applies its ReLU
+    head.conv = Int8ConvReLU(conv, *(o.calculate_qparams() for o in observers))
