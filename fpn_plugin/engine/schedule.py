@@ -8,17 +8,48 @@ the linear scaling rule (Goyal et al., "Accurate, Large Minibatch SGD", 2017):
 ``factor = actual / reference``, ``LR *= factor``, iteration counts ``/= factor``.
 """
 import math
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 from detectron2.config import CfgNode
+from tabulate import tabulate
 
-__all__ = ["scale_schedule", "apply_epochs", "epoch_rows", "format_table", "iterations_per_epoch"]
+__all__ = ["scale_schedule", "apply_epochs", "scale_iterations", "format_table"]
 
 _LR_RULES = {"linear": lambda f: f, "sqrt": math.sqrt, "none": lambda f: 1.0}
 
 
 def _iters(value: float) -> int:
     return max(1, int(round(value)))
+
+
+def scale_iterations(cfg: CfgNode, factor: float) -> Dict[str, object]:
+    """The config's iteration counts divided by ``factor``: the one rounding rule for them.
+
+    Each count is rounded to the nearest integer and kept >= 1; a period of 0 (off) stays 0,
+    and the warmup may become 0. STEPS are kept sorted, without duplicates and below MAX_ITER,
+    since detectron2's multi-step schedule rejects any other (fvcore raises on them).
+
+    Args:
+        cfg: a config with fpn_plugin's keys.
+        factor: how many times shorter the schedule gets (< 1: longer).
+
+    Returns:
+        ``{"SOLVER.MAX_ITER": ..., "SOLVER.STEPS": (...), "SOLVER.WARMUP_ITERS": ...,
+        "SOLVER.CHECKPOINT_PERIOD": ..., "TEST.EVAL_PERIOD": ..., "TEST.VAL_LOSS.PERIOD": ...}``.
+    """
+    s, test = cfg.SOLVER, cfg.TEST
+    max_iter = _iters(s.MAX_ITER / factor)
+    steps = sorted({_iters(step / factor) for step in s.STEPS})
+    keys: Dict[str, object] = {
+        "SOLVER.MAX_ITER": max_iter,
+        "SOLVER.STEPS": tuple(step for step in steps if step < max_iter),
+        "SOLVER.WARMUP_ITERS": int(round(s.WARMUP_ITERS / factor)),
+    }
+    periods = (("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD), ("TEST.EVAL_PERIOD", test.EVAL_PERIOD),
+               ("TEST.VAL_LOSS.PERIOD", test.VAL_LOSS.PERIOD))
+    for key, period in periods:
+        keys[key] = _iters(period / factor) if period > 0 else period
+    return keys
 
 
 def scale_schedule(cfg: CfgNode, num_processes: int) -> Tuple[CfgNode, List[tuple]]:
@@ -77,19 +108,11 @@ def scale_schedule(cfg: CfgNode, num_processes: int) -> Tuple[CfgNode, List[tupl
     n.REFERENCE_BATCH_SIZE = actual
     if factor != 1.0:
         n.BASE_LR = s.BASE_LR * _LR_RULES[s.LR_SCALING](factor)
-        n.MAX_ITER = _iters(s.MAX_ITER / factor)
-        n.STEPS = tuple(_iters(step / factor) for step in s.STEPS)
-        n.WARMUP_ITERS = int(round(s.WARMUP_ITERS / factor))
-        if s.CHECKPOINT_PERIOD > 0:
-            n.CHECKPOINT_PERIOD = _iters(s.CHECKPOINT_PERIOD / factor)
-        if cfg.TEST.EVAL_PERIOD > 0:
-            cfg.TEST.EVAL_PERIOD = _iters(old.TEST.EVAL_PERIOD / factor)
-        if cfg.TEST.VAL_LOSS.PERIOD > 0:
-            cfg.TEST.VAL_LOSS.PERIOD = _iters(old.TEST.VAL_LOSS.PERIOD / factor)
+        cfg.merge_from_list([v for item in scale_iterations(old, factor).items() for v in item])
 
     rows = [
         ("total batch (images/step)", reference, actual),
-        ("  processes x images/device x accumulation", "", f"{num_processes} x {per_device} x {s.ACCUMULATION_STEPS}"),
+        ("= processes x images/device x accumulation", "", f"{num_processes} x {per_device} x {s.ACCUMULATION_STEPS}"),
         ("scale factor", "", f"{factor:g}"),
         ("SOLVER.BASE_LR", s.BASE_LR, n.BASE_LR),
         ("SOLVER.MAX_ITER", s.MAX_ITER, n.MAX_ITER),
@@ -179,9 +202,6 @@ def epoch_rows(rows: List[tuple], epochs: float, cfg: CfgNode, per_epoch: int) -
 
 def format_table(rows: List[tuple]) -> str:
     """Render (key, config value, value used) rows as an aligned text table."""
-    header = ("key", "config", "used")
-    cells = [header] + [tuple(str(c) for c in row) for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    # Every cell as str() gives it: tabulate's number parsing would reformat 0.005 or (60, 80).
+    cells = [tuple(str(c) for c in row) for row in rows]
+    return tabulate(cells, headers=("key", "config", "used"), tablefmt="simple", disable_numparse=True)

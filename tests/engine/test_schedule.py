@@ -9,7 +9,7 @@ from detectron2.config import get_cfg
 
 from fpn_plugin.config import add_fpn_plugin_config
 from fpn_plugin.engine import Trainer
-from fpn_plugin.engine.schedule import apply_epochs, format_table, scale_schedule
+from fpn_plugin.engine.schedule import apply_epochs, format_table, scale_iterations, scale_schedule
 
 
 def _reference_cfg(**solver):
@@ -154,3 +154,20 @@ def test_the_table_shows_what_will_run(tmp_path, caplog, epochs, reference_batch
         batch = accumulation  # 1 process x 1 image x accumulation
         assert trainer.max_iter == math.ceil(8 / batch) * 2
         assert "SOLVER.EPOCHS" in used
+
+
+def test_scale_iterations_is_the_one_rounding_rule():
+    cfg = _reference_cfg()
+    cfg.SOLVER.STEPS = (60000, 60001, 89999)
+    cfg.TEST.VAL_LOSS.PERIOD = 0
+    keys = scale_iterations(cfg, 4.0)
+    assert keys == {
+        "SOLVER.MAX_ITER": 22500,
+        # 60000 and 60001 both round to 15000; 89999 to 22500, the last iteration: fvcore's
+        # multi-step schedule refuses both, so they go.
+        "SOLVER.STEPS": (15000,),
+        "SOLVER.WARMUP_ITERS": 250,
+        "SOLVER.CHECKPOINT_PERIOD": 1250,
+        "TEST.EVAL_PERIOD": 1250,
+        "TEST.VAL_LOSS.PERIOD": 0,  # off stays off
+    }
