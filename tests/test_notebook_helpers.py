@@ -1,5 +1,6 @@
 """fpn_plugin.notebook: the config the notebook writes, its errors, the AP table and run()."""
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fpn_plugin import notebook as nb
+from fpn_plugin.notebook import run_config
 from fpn_plugin import precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,11 @@ def test_iterations_rescale_steps_and_periods_but_keep_the_warmup(tmp_path):
     short = nb.load_config(nb.write_config(str(tmp_path), SHAPES, iterations=40, precision="fp32"))
     assert short.SOLVER.WARMUP_ITERS == 20  # at most half the run
     assert tuple(short.SOLVER.STEPS) == (30, 37)
+    # The validation loss's period too: one rule with batch scaling (engine.schedule).
+    child = tmp_path / "with_val_loss.yaml"
+    child.write_text(f"_BASE_: {SHAPES}\nTEST:\n  VAL_LOSS:\n    PERIOD: 100\n")
+    val = nb.load_config(nb.write_config(str(tmp_path), str(child), iterations=200, precision="fp32"))
+    assert val.TEST.VAL_LOSS.PERIOD == 50
 
 
 def test_dataset_choices(tmp_path):
@@ -68,10 +75,10 @@ def test_precision_choices_follow_the_policy(tmp_path, monkeypatch, native):
         warnings.simplefilter("ignore", RuntimeWarning)  # forced bf16 where it is emulated
         cfg = nb.load_config(nb.write_config(str(tmp_path), SHAPES, precision="bf16", device="cpu"))
     assert cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.PRECISION == "bf16"
-    auto = nb._precision_keys("auto", "cpu")
+    auto = run_config._precision_keys("auto", "cpu")
     assert auto == ({"SOLVER.AMP.ENABLED": True, "SOLVER.AMP.PRECISION": "bf16"} if native
                     else {"SOLVER.AMP.ENABLED": False})
-    cuda = nb._precision_keys("auto", "cuda")
+    cuda = run_config._precision_keys("auto", "cuda")
     assert cuda == {"SOLVER.AMP.ENABLED": True, "SOLVER.AMP.PRECISION": "fp16"}
 
 
@@ -86,9 +93,9 @@ def test_own_coco_data_registers_and_lists_test_images(tmp_path):
                            own_train=spec, own_val=spec, precision="fp32")
     cfg = nb.load_config(path)
     assert cfg.DATASETS.TRAIN == ("own_train",) and cfg.DATASETS.TEST == ("own_val",)
-    images = nb.test_images(path, count=3)
+    images = nb.eval_images(path, count=3)
     assert len(images) == 3 and all(Path(p).is_file() for p in images)
-    assert nb.test_coco_json(path) == str(train_json)
+    assert nb.eval_coco_json(path) == str(train_json)
 
 
 def _image_folder(root: Path, json_file: Path) -> Path:
@@ -108,7 +115,7 @@ def test_print_ap_table_with_and_without_reference(tmp_path, capsys):
     results.parent.mkdir(parents=True)
     results.write_text(json.dumps({"bbox": {"AP": 61.25, "AP50": 90.5, "APs": None, "AP50-circle": 99.0}}))
     rows = nb.print_ap_table(path)
-    printed = capsys.readouterr().out
+    printed = re.sub(" +", " ", capsys.readouterr().out)  # the table's cells, not its padding
     assert rows == [["AP", 61.25], ["AP50", 90.5], ["APs", pytest.approx(float("nan"), nan_ok=True)]]
     assert "| AP50 | 90.50 |" in printed and "| APs | - |" in printed and "no published result" in printed
 
@@ -119,7 +126,7 @@ def test_print_ap_table_with_and_without_reference(tmp_path, capsys):
     results.parent.mkdir(parents=True)
     results.write_text(json.dumps({"bbox": {"AP": 30.0, "AP50": 50.0}}))
     rows = nb.print_ap_table(path)
-    printed = capsys.readouterr().out
+    printed = re.sub(" +", " ", capsys.readouterr().out)
     assert "| metric | ours | reference | difference |" in printed
     assert "not a like-for-like comparison" in printed
     ap = next(r for r in rows if r[0] == "AP")
