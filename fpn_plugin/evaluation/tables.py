@@ -2,10 +2,13 @@
 import csv
 import json
 import math
+import numbers
 import os
 from typing import List, Optional, Sequence
 
-__all__ = ["format_cell", "markdown_table", "write_table", "write_results", "RESULTS_FILE"]
+from tabulate import tabulate
+
+__all__ = ["markdown_table", "write_table", "write_results", "RESULTS_FILE"]
 
 # What an evaluator returned, saved beside its tables: scripts and notebooks read the numbers
 # from here instead of parsing the log.
@@ -22,11 +25,15 @@ def format_cell(value, digits: int = 2) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence], digits: int = 2) -> str:
-    """A GitHub Markdown (pipe) table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(format_cell(v, digits) for v in row) + " |")
-    return "\n".join(lines)
+    """A GitHub Markdown (pipe) table, aligned; columns of numbers are right-aligned."""
+    numeric = [
+        all(isinstance(row[i], numbers.Real) or row[i] is None for row in rows) and bool(rows)
+        for i in range(len(header))
+    ]
+    # Cells formatted here (NaN as "-", fixed decimals): tabulate's own number parsing would not.
+    cells = [[format_cell(v, digits) for v in row] for row in rows]
+    return tabulate(cells, headers=list(header), tablefmt="pipe", disable_numparse=True,
+                    colalign=["right" if n else "left" for n in numeric])
 
 
 def write_table(

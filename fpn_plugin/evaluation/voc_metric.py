@@ -1,6 +1,7 @@
 """The Pascal VOC detection metric: matching, the VOC07 11-point AP and the area (VOC2010+) AP.
 
-Pure NumPy, no detectron2: the evaluator (:mod:`fpn_plugin.evaluation.voc`) feeds it boxes.
+NumPy, with detectron2's ``voc_ap`` for both AP integrals: the evaluator
+(:mod:`fpn_plugin.evaluation.voc`) feeds it boxes.
 
 Boxes are in detectron2's continuous XYXY coordinates, in which a VOC box annotated with the
 1-based inclusive pixels ``(xmin, ymin, xmax, ymax)`` is ``(xmin - 1, ymin - 1, xmax, ymax)``
@@ -11,8 +12,9 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
+from detectron2.evaluation.pascal_voc_evaluation import voc_ap
 
-__all__ = ["ClassResult", "voc_ap_07", "voc_ap_area", "evaluate_class", "evaluate_class_at"]
+__all__ = ["ClassResult", "evaluate_class", "evaluate_class_at"]
 
 
 @dataclass
@@ -35,25 +37,6 @@ class ClassResult:
     num_difficult: int
     num_dets: int
     num_tp: int
-
-
-def voc_ap_07(rec: np.ndarray, prec: np.ndarray) -> float:
-    """VOC2007 11-point AP: mean over t in {0, 0.1, ..., 1} of the max precision at recall >= t."""
-    ap = 0.0
-    for t in np.linspace(0.0, 1.0, 11):
-        above = rec >= t
-        ap += (np.max(prec[above]) if above.any() else 0.0) / 11.0
-    return float(ap)
-
-
-def voc_ap_area(rec: np.ndarray, prec: np.ndarray) -> float:
-    """VOC2010+ AP: the exact area under the precision envelope (devkit's ``VOCap.m``)."""
-    mrec = np.concatenate(([0.0], rec, [1.0]))
-    mpre = np.concatenate(([0.0], prec, [0.0]))
-    # Make precision monotonically decreasing from the right: the "envelope".
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    changes = np.where(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[changes + 1] - mrec[changes]) * mpre[changes + 1]))
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -140,8 +123,10 @@ def evaluate_class_at(
         tp_cum, fp_cum = np.cumsum(tp), np.cumsum(fp)
         rec = tp_cum / num_gt
         prec = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
-        results.append(ClassResult(voc_ap_07(rec, prec), voc_ap_area(rec, prec), num_gt,
-                                   num_difficult, len(dets), int(tp.sum())))
+        # detectron2's voc_ap: the 11-point mean (use_07_metric) and the area under the
+        # precision envelope (devkit's VOCap.m), the Python devkit's own code.
+        ap_07, ap_area = float(voc_ap(rec, prec, True)), float(voc_ap(rec, prec, False))
+        results.append(ClassResult(ap_07, ap_area, num_gt, num_difficult, len(dets), int(tp.sum())))
     return results
 
 

@@ -229,3 +229,10 @@ def test_flat_folder_dataset_gives_the_same_numbers(voc_datasets, tmp_path):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_progress_over_the_classes_is_shown_on_stderr(voc_datasets, capsys):
+    _run(VOCDetectionEvaluator(voc_datasets[2007], distributed=False))
+    err = capsys.readouterr().err
+    assert f"VOC AP on {voc_datasets[2007]}" in err
+    assert f"{len(CLASSES)}/{len(CLASSES)}" in err and "class" in err
