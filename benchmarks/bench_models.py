@@ -63,13 +63,12 @@ import torch
 from tabulate import tabulate
 
 import fpn_plugin  # noqa: F401  (first: detectron2 compatibility fixes)
-from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from fpn_plugin import add_fpn_plugin_config
+from fpn_plugin import model_zoo
 from fpn_plugin.checkpoint import PluginCheckpointer
 from fpn_plugin.checkpoint.resnet_formats import detectron2_resnet_to_plugin
 from fpn_plugin.checkpoint.torchvision_detection import coco_category_ids
@@ -81,7 +80,6 @@ from fpn_plugin.precision import choose_precision
 
 from bench_cpu_inference import matched, timing_image
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "facemask_coco")
 ARCHITECTURES = {
     "R18-FPN": "fpn_r18.yaml",
@@ -114,11 +112,7 @@ class Candidate:
 
 
 def plugin_cfg(config: str, device: str):
-    cfg = add_fpn_plugin_config(get_cfg())
-    cfg.merge_from_file(str(CONFIGS / config))
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.DEVICE = device
-    return cfg
+    return model_zoo.get_config(config, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device])
 
 
 def builtin_twin_cfg(cfg):

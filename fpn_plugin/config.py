@@ -1,5 +1,6 @@
 """The config keys fpn_plugin adds to detectron2's (``add_fpn_plugin_config(cfg)``), and
-:func:`load_config`, the one way a config file and its overrides are read."""
+:func:`load_config`, the one way a config file and its overrides are read, and
+:func:`setup_config`, the ready config (device resolved, datasets registered) commands start from."""
 import difflib
 import re
 from typing import Optional, Sequence
@@ -8,7 +9,10 @@ from detectron2.config import CfgNode as CN
 
 from .device import resolve_device
 
-__all__ = ["add_fpn_plugin_config", "load_config"]
+__all__ = ["add_fpn_plugin_config", "load_config", "setup_config"]
+
+# What setup_config does with the config's datasets.
+_DATASET_STEPS = ("load", "register", "none")
 
 
 def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> CN:
@@ -16,7 +20,7 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> 
 
     An unknown key (a typo in the file or the overrides) is a KeyError that names the file,
     the key, the closest existing key and the keys of its node; yacs only says "Non-existent".
-    Datasets are not registered and the device is not resolved here (see ``setup_datasets``).
+    Datasets are not registered and the device is not resolved here (see :func:`setup_config`).
     """
     from detectron2.config import get_cfg
 
@@ -25,6 +29,42 @@ def load_config(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> 
         _merge(cfg, lambda: cfg.merge_from_file(config_file), config_file)
     if opts:
         _merge(cfg, lambda: cfg.merge_from_list(list(opts)), "the command-line overrides")
+    return cfg
+
+
+def setup_config(
+    config_file: Optional[str] = None,
+    opts: Sequence[str] = (),
+    device: Optional[str] = None,
+    datasets: str = "load",
+) -> CN:
+    """A ready config, the one way every command and the notebook get theirs.
+
+    :func:`load_config` (fpn_plugin's keys, the file, the overrides), then the device resolved
+    and the config's own datasets (DATASETS.ROOT, SHAPES, CUSTOM) registered.
+
+    Args:
+        config_file: the YAML file (its folder anchors relative dataset paths).
+        opts: overrides, ``["KEY", "VALUE", ...]``.
+        device: replaces ``MODEL.DEVICE`` when given; "auto" becomes "cuda" or "cpu" either way.
+        datasets: "load" (training, evaluation: registered, NUM_CLASSES follows them, train/test
+            overlap checked, so their files are read), "register" (prediction: registered for
+            their class names, no file read, so a config from another machine still predicts)
+            or "none".
+
+    Returns:
+        The config, not frozen.
+    """
+    from .data.register import register_datasets_from_config, setup_datasets
+
+    if datasets not in _DATASET_STEPS:
+        raise ValueError(f"datasets must be one of {_DATASET_STEPS}, got {datasets!r}")
+    cfg = load_config(config_file, opts)
+    cfg.MODEL.DEVICE = resolve_device(device or cfg.MODEL.DEVICE)
+    if datasets == "load":
+        setup_datasets(cfg, config_file)
+    elif datasets == "register":
+        register_datasets_from_config(cfg, config_file)
     return cfg
 
 

@@ -21,14 +21,16 @@ from .engine.setup import setup_cfg
 from .inference import Predictor
 from .inference.images import load_image
 from .inference.results import select
+from .model_zoo import get_config_file
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes_r18_fpn.yaml"
-AP50_TARGET = 90.0  # issue 5's target for the demo
+CONFIG = get_config_file("shapes_r18_fpn.yaml")  # inside the package: works from a wheel too
+# The shapes are easy: the default schedule reaches AP50 ~99 (README), so below 90 a step is broken.
+AP50_TARGET = 90.0
 
 
 def _parse(argv=None):
     parser = argparse.ArgumentParser(description="Train, evaluate and predict on the synthetic shapes.")
-    parser.add_argument("--config-file", default=str(CONFIG))
+    parser.add_argument("--config-file", default=CONFIG)
     parser.add_argument("--output", default="output/demo", help="folder for everything the demo writes")
     parser.add_argument("--num-vis", type=int, default=8, help="validation images to draw predictions on")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")

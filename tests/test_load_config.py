@@ -33,3 +33,30 @@ def test_file_then_overrides_are_merged():
     cfg = load_config(str(FPN_R18), ["SOLVER.BASE_LR", "0.5"])
     assert cfg.SOLVER.BASE_LR == 0.5 and cfg.MODEL.BACKBONE.NAME.startswith("build_plugin")
     assert "PLUGIN_WEIGHTS" in cfg.MODEL  # fpn_plugin's keys are there
+
+
+def test_setup_config_resolves_the_device_and_registers_or_loads_the_configs_datasets(tmp_path):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from fpn_plugin.config import setup_config
+
+    (tmp_path / "parts").mkdir()
+    name = f"parts_{tmp_path.name}"
+    path = tmp_path / "c.yaml"
+    path.write_text(f"_BASE_: {FPN_R18}\nMODEL:\n  DEVICE: auto\nDATASETS:\n  CUSTOM:\n"
+                    f"    {name}: {{FORMAT: voc_folder, DIR: parts, CLASSES: [cat, dog]}}\n"
+                    f"  TRAIN: ('{name}',)\n  TEST: ()\n")
+    try:
+        # Prediction: registered for the class names, nothing loaded, NUM_CLASSES untouched.
+        cfg = setup_config(str(path), device="cpu", datasets="register")
+        assert cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80
+        assert MetadataCatalog.get(name).thing_classes == ["cat", "dog"]
+        # Training: loaded, NUM_CLASSES follows the data; "auto" resolved.
+        cfg = setup_config(str(path), ["SOLVER.BASE_LR", "0.5"])
+        assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2 and cfg.SOLVER.BASE_LR == 0.5
+        assert cfg.MODEL.DEVICE in ("cpu", "cuda")
+        with pytest.raises(ValueError, match="datasets must be one of"):
+            setup_config(str(path), datasets="yes")
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

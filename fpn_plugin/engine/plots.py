@@ -4,6 +4,8 @@ import json
 import os
 from collections import defaultdict
 
+from ..optional import require
+
 __all__ = ["collect_series", "plot_curves"]
 
 # Scalars detectron2 writes that are timings, not curves worth plotting.
@@ -63,8 +65,7 @@ def _group(name: str) -> str:
 def plot_curves(series: dict, output_dir: str) -> list:
     """Write losses.png, lr.png and, when there are any, metrics.png (evaluation results on one
     axis) and training_stats.png (a panel per statistic); return their paths."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "The training plots (PlotCurves)")
     matplotlib.use("Agg")  # no display needed, and safe in worker processes
     import matplotlib.pyplot as plt
 

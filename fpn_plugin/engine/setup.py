@@ -3,9 +3,7 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import load_config
-from ..data import setup_datasets
-from ..device import resolve_device
+from ..config import load_config, setup_config
 
 __all__ = ["setup_cfg", "config_device"]
 
@@ -20,11 +18,9 @@ def config_device(args) -> str:
 
 
 def setup_cfg(args):
-    """get_cfg + fpn_plugin's keys + file + overrides, datasets, then detectron2's default_setup."""
-    cfg = _load_cfg(args)
-    cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)  # "auto" -> "cuda" or "cpu"
-    # The config's own datasets (DATASETS.CUSTOM ...) registered, NUM_CLASSES following them.
-    setup_datasets(cfg, args.config_file or None)
+    """:func:`~fpn_plugin.config.setup_config`, frozen, then detectron2's default_setup."""
+    # Device resolved ("auto"), the config's datasets registered, NUM_CLASSES following them.
+    cfg = setup_config(args.config_file or None, args.opts or [])
     cfg.freeze()
     default_setup(cfg, args)
     # default_setup sets up detectron2's and fvcore's loggers; the engine logs under fpn_plugin.

@@ -8,6 +8,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from ..optional import require
+
 __all__ = [
     "detectron2_to_fiftyone",
     "images_to_fiftyone",
@@ -18,10 +20,8 @@ __all__ = [
 
 
 def _fo():
-    # FiftyOne is imported on use: it is slow to import and starts a database.
-    import fiftyone
-
-    return fiftyone
+    # FiftyOne is imported on use: it is slow to import, starts a database, and is optional.
+    return require("fiftyone", "FiftyOne export (predict.py --fiftyone, fpn_plugin.inference.fiftyone_view)")
 
 
 def _detection(label: str, xywh: Sequence[float], width: int, height: int, score=None):

@@ -18,8 +18,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
-from ..config import load_config
-from ..data import register_datasets_from_config
+from ..config import setup_config
 from ..precision import PRECISIONS
 from .images import ImageLoadError, load_image
 from .inputs import expand_inputs
@@ -70,15 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_cfg(args):
-    cfg = load_config(args.config_file, args.opts)
+    # The config's own datasets (DATASETS.CUSTOM ...) registered for their class names, when
+    # the checkpoint carries none (nothing is loaded, so their files need not exist).
+    cfg = setup_config(args.config_file, args.opts, device=args.device, datasets="register")
     if args.weights:
         cfg.MODEL.WEIGHTS = args.weights
     if args.allow_unsafe_pickle:
         cfg.MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE = True
-    cfg.MODEL.DEVICE = args.device
-    # The config's own datasets (DATASETS.CUSTOM ...): their class names, when the checkpoint
-    # carries none (nothing is loaded here, so their files need not exist).
-    register_datasets_from_config(cfg, args.config_file)
     cfg.freeze()
     return cfg
 
