@@ -23,11 +23,10 @@ scratch) is trained for ``--train-iters`` iterations on ``../shared/data/facemas
 (or ``--data``) at its small native size, saved, and used. With neither, the match rate is
 measured on the random-weight timing model and labelled so: it is not a valid fidelity test.
 
-Settings: ``fp32`` (plain), ``fold`` (norms folded), ``fast`` (fold + NHWC: what
-``--fast-cpu`` runs), ``fast+jit`` (also TorchScript-frozen backbone and RPN head),
-``fast+compile`` and ``fast+compile-dyn`` (backbone and RPN head by ``torch.compile`` with
-inductor's freezing; torch's default static-then-symbolic sizes, and symbolic sizes from the
-start; their first forward, which compiles, is reported separately with a fresh inductor
+Settings: ``fp32`` (plain), ``fold`` (norms folded), ``fast`` (fold + NHWC: what ``--fast-cpu``
+runs), ``fast+compile`` and ``fast+compile-dyn`` (backbone and RPN head by ``torch.compile``
+with inductor's freezing; torch's default static-then-symbolic sizes, and symbolic sizes from
+the start; their first forward, which compiles, is reported separately with a fresh inductor
 cache), ``fast+int8rpn`` and ``fast+compile+int8rpn`` (the RPN head's 3x3 conv in int8,
 calibrated on ``--calibration-images`` training images for the match rate and on the timing
 image for the timing), ``bf16``
@@ -76,9 +75,8 @@ DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fa
 # (model, autocast bf16?)
 SETTINGS = {
     "fp32": lambda m, c: (m, False),
-    "fold": lambda m, c: (optimize_for_cpu(m, channels_last=False, jit=False), False),
+    "fold": lambda m, c: (optimize_for_cpu(m, channels_last=False), False),
     "fast": lambda m, c: (optimize_for_cpu(m), False),  # = fold+nhwc: what --fast-cpu runs
-    "fast+jit": lambda m, c: (optimize_for_cpu(m, jit=True), False),
     # torch's default: static for the first padded size, one symbolic recompile on a new size
     "fast+compile": lambda m, c: (optimize_for_cpu(m, compile=True), False),
     "fast+compile-dyn": lambda m, c: (optimize_for_cpu(m, compile="dynamic"), False),
@@ -244,7 +242,7 @@ def time_settings(args, data: str):
     times = {name: [] for name in models}
     first = {}
     for name, (model, bf16) in models.items():
-        for i in range(2):  # warm-up: oneDNN primitives, TorchScript's profiling runs, compiling
+        for i in range(2):  # warm-up: oneDNN primitives, compiling
             start = time.perf_counter()
             forward(model, inputs, bf16)
             if i == 0:

@@ -130,7 +130,7 @@ def _assert_same_detections(a, b, box_atol=1e-2):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"jit": True}, {"channels_last": False}, {"channels_last": False, "fold_bn": False}],
+    [{}, {"channels_last": False}, {"channels_last": False, "fold_bn": False}],
 )
 def test_fast_model_gives_the_plain_models_detections(options):
     model = _tiny_model()
@@ -146,9 +146,9 @@ def test_fast_model_gives_the_plain_models_detections(options):
         _assert_same_detections(a["instances"], b["instances"])
 
 
-@pytest.mark.parametrize("option", ["jit", "int8_rpn"])
+@pytest.mark.parametrize("option", ["fp32", "int8_rpn"])
 def test_a_fast_model_survives_deepcopy(option):
-    options = {"jit": True} if option == "jit" else {"int8_rpn": _inputs()}
+    options = {} if option == "fp32" else {"int8_rpn": _inputs()}
     fast = optimize_for_cpu(_tiny_model(), **options)
     copied = copy.deepcopy(fast)  # e.g. by ProposalsOnly users or evaluation code
     assert copied.backbone._out_features == fast.backbone._out_features  # answered by the original
@@ -175,8 +175,6 @@ def test_compile_options_are_checked():
     model = _tiny_model()
     with pytest.raises(ValueError, match="compile must be False, True, 'static' or 'dynamic'"):
         optimize_for_cpu(model, compile="fast")
-    with pytest.raises(ValueError, match="jit and compile are alternatives"):
-        optimize_for_cpu(model, jit=True, compile="static")
     for option in (True, "dynamic"):  # compiles lazily: nothing runs here
         fast = optimize_for_cpu(model, compile=option)
         assert isinstance(fast.backbone.body, torch._dynamo.eval_frame.OptimizedModule)
@@ -219,8 +217,6 @@ def test_int8_rpn_keeps_the_rpn_outputs_close_and_detects():
 
 def test_int8_rpn_options_are_checked():
     model = _tiny_model()
-    with pytest.raises(ValueError, match="int8_rpn does not work with jit"):
-        optimize_for_cpu(model, jit=True, int8_rpn=_inputs())
     with pytest.raises(ValueError, match="int8_rpn needs calibration inputs"):
         optimize_for_cpu(model, int8_rpn=[])
 
@@ -229,7 +225,7 @@ def test_optimize_refuses_a_training_model_and_a_second_pass():
     model = _tiny_model()
     with pytest.raises(ValueError, match="needs an eval-mode model"):
         optimize_for_cpu(model.train())
-    fast = optimize_for_cpu(model.eval(), jit=False)
+    fast = optimize_for_cpu(model.eval())
     with pytest.raises(ValueError, match="already optimized"):
         optimize_for_cpu(fast)
     with pytest.raises(ValueError, match="bf16 must be True, False or 'auto'"):
@@ -369,18 +365,18 @@ def test_bf16_auto_on_this_host_follows_the_real_check():
 
 
 @pytest.mark.parametrize("native", [False, True])
-@pytest.mark.parametrize("option", [{"jit": True}, {"compile": "static"}])
-def test_jit_and_compile_with_bf16_are_refused_not_skipped(monkeypatch, native, option):
+def test_compile_with_bf16_is_refused_not_skipped(monkeypatch, native):
+    option = {"compile": "static"}
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
     model = _tiny_model()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the emulated-bf16 warning
-        with pytest.raises(ValueError, match="jit and compile run the backbone in fp32 only"):
+        with pytest.raises(ValueError, match="compile runs the backbone in fp32 only"):
             optimize_for_cpu(model, bf16=True, **option)
     if native:  # "auto" means bf16 here, so the same refusal
         with pytest.raises(ValueError, match="bf16 is on \\(bf16='auto'\\)"):
             optimize_for_cpu(model, bf16="auto", **option)
-    else:  # "auto" means fp32 here: jit/compile apply
+    else:  # "auto" means fp32 here: compile applies
         fast = optimize_for_cpu(model, bf16="auto", **option)
         assert fast.backbone.body is not fast.backbone.original
 

@@ -8,8 +8,6 @@
   pass over the feature map fewer per conv.
 - ``channels_last``: the backbone's 4-D weights in NHWC order. oneDNN's convolutions run on
   NHWC natively; the NCHW path reorders every activation before and after each conv.
-- ``jit`` (off by default): the backbone and RPN head traced and frozen by TorchScript
-  (``torch.jit.freeze``); the rest (Instances, NMS, data-dependent shapes) stays eager.
 - ``compile`` (off by default): the backbone and RPN head compiled by ``torch.compile``
   (TorchInductor with its ``freezing``: weights become constants, so the convolutions run as
   oneDNN primitives with prepacked weights and the ReLUs and residual adds fused in). Same
@@ -21,7 +19,7 @@
   conv + ReLU as an int8 convolution (:class:`~.int8.Int8ConvReLU`). Only the proposals
   change, a little; how much depends on the model.
 - ``bf16`` (off by default): the backbone, and with ``bf16_heads`` (default) the heads' heavy
-  parts (:class:`FastHead`), under bf16 autocast, eager (not with ``jit`` or ``compile``).
+  parts (:class:`FastHead`), under bf16 autocast, eager (not with ``compile``).
   Fast only on CPUs with native bf16 (avx512_bf16, AMX). ``"auto"`` follows
   :func:`fpn_plugin.precision.choose_precision` (bf16 only where it is native); ``True``
   forces it, with the policy's warning where it is emulated. Its detections differ from fp32

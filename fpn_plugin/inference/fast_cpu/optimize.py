@@ -5,7 +5,6 @@ stand-ins (``wrappers``) and the int8 RPN conv (``int8``); ``torch.compile`` is 
 """
 import copy
 import logging
-import warnings
 from typing import Optional, Sequence, Union
 
 import torch
@@ -19,34 +18,6 @@ from .wrappers import FastBackbone, wrap_heads
 __all__ = ["optimize_for_cpu"]
 
 logger = logging.getLogger(__name__)
-
-def _trace_backbone(backbone: nn.Module, channels_last: bool) -> torch.jit.ScriptModule:
-    """The backbone traced on a dummy batch and frozen; valid for any size divisible as padded."""
-    div = max(int(backbone.size_divisibility or 1), 32)
-    example = torch.zeros(1, 3, 2 * div, 3 * div)
-    if channels_last:
-        example = example.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), warnings.catch_warnings():
-        # TorchScript is deprecated in favour of torch.compile/export; the jit option is kept
-        # for CPUs where its freeze + oneDNN fusion measures faster (no compile step at load).
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(backbone, example, strict=False, check_trace=False)
-        return torch.jit.freeze(traced)
-
-
-def _trace_rpn_head(model: nn.Module, channels_last: bool) -> torch.jit.ScriptModule:
-    """The RPN head (convs over a list of feature maps) traced on the backbone's dummy features."""
-    div = max(int(model.backbone.size_divisibility or 1), 32)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        features = model.backbone(torch.zeros(1, 3, 2 * div, 3 * div))
-        example = [features[f] for f in model.proposal_generator.in_features]
-        head = model.proposal_generator.rpn_head
-        traced = torch.jit.trace(head, (example,), strict=False, check_trace=False)
-        return torch.jit.freeze(traced)
-
 
 _COMPILE_DYNAMIC = {True: None, "static": False, "dynamic": True}  # -> torch.compile's dynamic
 
@@ -82,7 +53,6 @@ def optimize_for_cpu(
     bf16: Union[bool, str] = False,
     fold_bn: bool = True,
     channels_last: bool = True,
-    jit: bool = False,
     compile: Union[bool, str] = False,
     int8_rpn: Optional[Sequence[dict]] = None,
     bf16_heads: bool = True,
@@ -96,25 +66,29 @@ def optimize_for_cpu(
             or "auto" (bf16 only on CPUs with native bf16); see the package doc.
         fold_bn: fold eval-mode norms into the convolutions before them (whole model).
         channels_last: run the backbone in NHWC order.
-        jit: trace and freeze the backbone and RPN head with TorchScript (fp32 only: with
-            bf16 it is an error). Measured no faster, so off.
         compile: ``torch.compile`` the backbone and RPN head with inductor's freezing (fp32
-            only, like ``jit``; compiles at the first forward): False; True (torch's default:
-            static for the first padded size, one recompile with symbolic sizes once another
-            size comes); ``"static"`` (one compilation per padded size, the fastest code);
-            ``"dynamic"`` (symbolic sizes from the start). See the package doc.
+            only: with bf16 it is an error; compiles at the first forward): False; True
+            (torch's default: static for the first padded size, one recompile with symbolic
+            sizes once another size comes); ``"static"`` (one compilation per padded size, the
+            fastest code); ``"dynamic"`` (symbolic sizes from the start). See the package doc.
         int8_rpn: calibration inputs (detectron2 input dicts, as ``model`` takes them; a few
             images like the ones to predict) to run the RPN head's 3x3 conv in int8; None
-            (default) keeps it fp32. Not with ``jit``; with ``compile`` the RPN head stays
-            eager. Changes the detections slightly: see the package doc.
+            (default) keeps it fp32. With ``compile`` the RPN head stays eager. Changes the
+            detections slightly: see the package doc.
         bf16_heads: with bf16, also run the heads' heavy parts in bf16 (the RPN head's shared
-            conv, the box head, C4's res5; see :class:`~.wrappers.FastHead`); False keeps them fp32.
+            conv, the box head, C4's res5; see :class:`~.wrappers.FastHead`); False keeps
+            them fp32.
         inplace: change ``model`` itself instead of a deep copy.
 
     Returns:
-        The same kind of model; its ``backbone`` is a :class:`~.wrappers.FastBackbone`. In fp32 its
-        outputs equal the original's up to fp32 rounding (boxes within ~1e-3 px on the tests'
-        models).
+        The same kind of model; its ``backbone`` is a :class:`~.wrappers.FastBackbone`. In
+        fp32 its outputs equal the original's up to fp32 rounding (boxes within ~1e-3 px on
+        the tests' models).
+
+    Raises:
+        ValueError: a model in training mode, without a backbone, off the CPU or already
+            optimized; an unknown ``bf16`` or ``compile`` value; bf16 with ``compile``; an
+            int8 RPN without calibration inputs or on a model without a one-conv RPN head.
     """
     if model.training:
         raise ValueError(
@@ -133,33 +107,25 @@ def optimize_for_cpu(
         )
     use_bf16 = _resolve_bf16(bf16)
     use_compile = _resolve_compile(compile)
-    if jit and use_compile:
-        raise ValueError("jit and compile are alternatives: choose one")
-    if use_bf16 and (jit or use_compile):
-        # The trace and the compiled graph are fp32; under autocast they would silently not run.
+    if use_bf16 and use_compile:
+        # The compiled graph is fp32; under autocast it would silently not run.
         raise ValueError(
-            f"jit and compile run the backbone in fp32 only, but bf16 is on (bf16={bf16!r}): "
-            "choose bf16=False for jit/compile, or drop jit/compile for bf16"
+            f"compile runs the backbone in fp32 only, but bf16 is on (bf16={bf16!r}): "
+            "choose bf16=False for compile, or drop compile for bf16"
         )
-    if jit and int8_rpn is not None:
-        raise ValueError("int8_rpn does not work with jit")
     if not inplace:
         model = copy.deepcopy(model)
     if isinstance(model.backbone, FastBackbone):
         raise ValueError("this model is already optimized (its backbone is a FastBackbone)")
     for p in model.parameters():
-        p.requires_grad_(False)  # inference only; folding and freezing assume it
+        p.requires_grad_(False)  # inference only; folding and inductor's freezing assume it
     if fold_bn:
         n = fold_batch_norms(model)
         logger.info("fast_cpu: folded %d norms into convolutions", n)
     backbone = model.backbone
     if channels_last:
         backbone.to(memory_format=torch.channels_last)
-    body = None
-    if jit:
-        body = _trace_backbone(backbone, channels_last)
-    elif use_compile:
-        body = _compile(backbone, _COMPILE_DYNAMIC[compile])
+    body = _compile(backbone, _COMPILE_DYNAMIC[compile]) if use_compile else None
     model.backbone = FastBackbone(backbone, body, channels_last, use_bf16)
     rpn_head = getattr(getattr(model, "proposal_generator", None), "rpn_head", None)
     if rpn_head is not None:
@@ -167,15 +133,13 @@ def optimize_for_cpu(
             rpn_head.to(memory_format=torch.channels_last)
         if int8_rpn is not None:
             quantize_rpn_conv(model, int8_rpn)
-        elif jit:
-            model.proposal_generator.rpn_head = _trace_rpn_head(model, channels_last)
         elif use_compile:
             model.proposal_generator.rpn_head = _compile(rpn_head, _COMPILE_DYNAMIC[compile])
     elif int8_rpn is not None:
         raise ValueError("int8_rpn needs a model with an RPN (proposal_generator.rpn_head)")
     wrapped = wrap_heads(
         model, channels_last, use_bf16 and bf16_heads,
-        rpn_conv=int8_rpn is None and not jit and not use_compile,
+        rpn_conv=int8_rpn is None and not use_compile,
     )
     if wrapped:
         mode = "bf16" if use_bf16 and bf16_heads else "NHWC"
