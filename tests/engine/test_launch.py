@@ -10,7 +10,9 @@ import pytest
 
 from _tiny import tiny_cfg
 
-from fpn_plugin.engine.launch import EnvironmentLaunch, launch, launched_by_environment
+from fpn_plugin.engine.launch import launch
+from fpn_plugin.engine import launch_environment
+from fpn_plugin.engine.launch_environment import EnvironmentLaunch, first_slurm_host, launched_by_environment
 
 launch_module = sys.modules["fpn_plugin.engine.launch"]  # fpn_plugin.engine.launch is also the function
 
@@ -79,13 +81,13 @@ def test_torchrun_environment():
 
 
 def test_srun_environment(monkeypatch):
-    monkeypatch.setattr(launch_module.shutil, "which", lambda name: None)  # no scontrol here
+    monkeypatch.setattr(launch_environment.shutil, "which", lambda name: None)  # no scontrol here
     job = launched_by_environment(SRUN)
     assert job == EnvironmentLaunch("srun", 5, 1, 8, 4, 1, "gpu07", 15000 + 123456 % 20000)
     given = launched_by_environment({**SRUN, "MASTER_ADDR": "10.0.0.7", "MASTER_PORT": "29400"})
     assert (given.master_addr, given.master_port) == ("10.0.0.7", 29400)
-    assert launch_module.first_slurm_host("gpu[03-05,09],cpu1") == "gpu03"
-    assert launch_module.first_slurm_host("login2,cpu1") == "login2"
+    assert first_slurm_host("gpu[03-05,09],cpu1") == "gpu03"
+    assert first_slurm_host("login2,cpu1") == "login2"
     with pytest.raises(RuntimeError, match="the same number on every node"):
         launched_by_environment({**SRUN, "SLURM_STEP_NUM_TASKS": "3", "SLURM_STEP_TASKS_PER_NODE": "2,1"})
     bare = {k: v for k, v in SRUN.items() if "NODELIST" not in k}
