@@ -11,7 +11,8 @@ from detectron2.structures import ImageList
 
 from fpn_plugin import add_fpn_plugin_config
 from fpn_plugin.modeling.res5_roi_head import PluginRes5ROIHeads
-from fpn_plugin.modeling.resnet import PluginResNet, ResNetStage
+from fpn_plugin.modeling.resnet import PluginResNet
+from fpn_plugin.modeling.resnet_blocks import ResNetStage
 
 
 def _fpn_cfg(depth):

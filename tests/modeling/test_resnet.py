@@ -10,7 +10,8 @@ from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone
 
 from fpn_plugin import add_fpn_plugin_config
-from fpn_plugin.modeling.resnet import PluginResNet, resnet_out_channels
+from fpn_plugin.modeling.resnet import PluginResNet
+from fpn_plugin.modeling.resnet_blocks import resnet_out_channels
 
 DEPTHS = [18, 34, 50, 101, 152]
 ALL = ["res2", "res3", "res4", "res5"]
