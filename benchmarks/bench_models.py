@@ -74,7 +74,7 @@ from fpn_plugin.checkpoint.resnet_formats import detectron2_resnet_to_plugin
 from fpn_plugin.checkpoint.torchvision_detection import coco_category_ids
 from fpn_plugin.engine.precision import Precision
 from fpn_plugin.env import _cpu_flags, detectron2_origin
-from fpn_plugin.export.exporter import tracing_adapter_class
+from fpn_plugin.export.tracing import tracing_adapter_class
 from fpn_plugin.inference.fast_cpu import optimize_for_cpu
 from fpn_plugin.precision import choose_precision
 

@@ -19,8 +19,9 @@ from detectron2.modeling import build_model
 
 from fpn_plugin.config import load_config
 from fpn_plugin.data import setup_datasets
-from fpn_plugin.export import ExportError, OnnxPredictor, TorchScriptPredictor, export_model, load_exported, load_model
-from fpn_plugin.export import exporter
+from fpn_plugin.export import ExportError, OnnxPredictor, TorchScriptPredictor, export_model, load_exported
+from fpn_plugin.export import compare, exporter, tracing
+from fpn_plugin.export.exporter import load_model
 from fpn_plugin.export.__main__ import main
 
 # fp32 on one CPU: the TorchScript file runs the eager kernels (measured 0 difference), ONNX
@@ -145,8 +146,8 @@ def test_cli_exports_resnet_fpn_torchscript_with_its_contract(weights, sample_im
     assert meta["pixel_mean"] == [123.675, 116.28, 103.53]
     assert meta["versions"]["torch"] == torch.__version__
     # The export-time check ran on the sample and its transpose, within its tolerances.
-    assert meta["check"]["max_box_diff"] <= exporter.BOX_ATOL
-    assert meta["check"]["max_score_diff"] <= exporter.SCORE_ATOL
+    assert meta["check"]["max_box_diff"] <= compare.BOX_ATOL
+    assert meta["check"]["max_score_diff"] <= compare.SCORE_ATOL
     image = _image(TEST_HW, seed=2)
     _assert_same_detections(TorchScriptPredictor(str(out))(image, "RGB"),
                             _eager("resnet_fpn", weights("resnet_fpn"))(image, "RGB"))
@@ -201,7 +202,7 @@ def test_nms_keeps_classes_the_trace_did_not_see():
     corners = torch.randint(0, 60, (n, 2), generator=generator).float()
     boxes = torch.cat([corners, corners + 5], dim=1)
     scores = torch.randperm(n, generator=generator).float() / n
-    with exporter.traceable_nms(), exporter._quiet():
+    with tracing.traceable_nms(), tracing._quiet():
         traced = torch.jit.trace(nms, (boxes, scores, torch.zeros(n, dtype=torch.long)))
     other_classes = torch.arange(n) % 3
     kept = traced(boxes, scores, other_classes)

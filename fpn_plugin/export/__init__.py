@@ -26,8 +26,14 @@ the versions of the tools that wrote the file. :class:`TorchScriptPredictor` and
 :class:`OnnxPredictor` (needs ``onnxruntime``) read it, resize an image as ``DefaultPredictor``
 does, run the file and return ``{"instances": Instances}`` in the original image's coordinates;
 :func:`load_exported` picks the right one for a folder, and ``predict.py --exported DIR`` runs
-it on images as it runs the eager model. :class:`ExportedModel` calls an exported file as the
-eager model is called (a list of ``{"image", "height", "width"}``), e.g. in a benchmark.
+it on images as it runs the eager model. :class:`~fpn_plugin.export.runtime.ExportedModel` calls
+an exported file as the eager model is called (a list of ``{"image", "height", "width"}``), e.g.
+in a benchmark.
+
+Modules: :mod:`~fpn_plugin.export.tracing` (the traceable model and the two writers),
+:mod:`~fpn_plugin.export.compare` (the check against the eager model),
+:mod:`~fpn_plugin.export.exporter` (building, checking and writing: :func:`export_model`),
+:mod:`~fpn_plugin.export.runtime` (running the files).
 
 Differences from the eager model, fixed at export time: detectron2 0.6's ``batched_nms`` loops
 over the classes present (Python ``list``) when it gets 40000 boxes or more, which a trace would
@@ -37,8 +43,7 @@ filter that drops non-finite boxes; a trace keeps the branch the sample took (no
 Each export is checked against the eager model on the sample and on a second size, and the file
 is removed, with an error, when the detections differ.
 """
-from .exporter import ExportError, export_model, load_model  # noqa: F401
-from .runtime import ExportedModel, OnnxPredictor, TorchScriptPredictor, load_exported  # noqa: F401
+from .exporter import ExportError, export_model
+from .runtime import OnnxPredictor, TorchScriptPredictor, load_exported
 
-__all__ = ["ExportError", "export_model", "load_model", "OnnxPredictor", "TorchScriptPredictor",
-           "ExportedModel", "load_exported"]
+__all__ = ["export_model", "load_exported", "TorchScriptPredictor", "OnnxPredictor", "ExportError"]

@@ -1,12 +1,46 @@
 """Run an exported detector as ``DefaultPredictor`` runs the eager one: resize, run, rescale."""
 import json
 import os
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["TorchScriptPredictor", "OnnxPredictor", "ExportedModel", "load_exported", "detections_at_size"]
+__all__ = ["TorchScriptPredictor", "OnnxPredictor", "ExportedModel", "load_exported"]
+
+
+def onnxruntime_or_none():
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime
+
+
+def exported_runner(fmt: str, path: str) -> Optional[Callable[[torch.Tensor], tuple]]:
+    """A function image -> (boxes, classes, scores, image_size) running the written file (CPU).
+
+    Args:
+        fmt: "torchscript" (``torch.jit.load``) or "onnx" (an onnxruntime session).
+        path: the model file.
+
+    Returns:
+        The function; None for ONNX when onnxruntime is not installed.
+    """
+    if fmt == "torchscript":
+        module = torch.jit.load(path, map_location="cpu")
+
+        def run(image):
+            with torch.no_grad():
+                return tuple(module(image.cpu()))
+
+        return run
+    onnxruntime = onnxruntime_or_none()
+    if onnxruntime is None:
+        return None
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return lambda image: tuple(torch.from_numpy(x) for x in
+                               session.run(None, {"image": image.cpu().numpy()}))
 
 
 def detections_at_size(boxes, classes, scores, input_hw, height: int, width: int):
@@ -34,7 +68,7 @@ class ExportedModel:
         """
         Args:
             run: image -> (boxes, classes, scores, image_size), e.g.
-                ``fpn_plugin.export.exporter.exported_runner(fmt, path)``.
+                :func:`exported_runner`.
         """
         self.run = run
 
@@ -83,6 +117,7 @@ class _ExportedPredictor:
             [resize["min_size_test"], resize["min_size_test"]], resize["max_size_test"]
         )
         self._names = self.metadata["outputs"]["names"]
+        self._run = exported_runner(self.format, self.path)
 
     def model_input(self, rgb: np.ndarray) -> torch.Tensor:
         """The exported model's input for an RGB uint8 image: resized, INPUT.FORMAT, CHW float."""
@@ -92,7 +127,7 @@ class _ExportedPredictor:
 
     def run(self, image: torch.Tensor) -> dict:
         """The file's outputs for one model input, by name (boxes, classes, scores, image_size)."""
-        raise NotImplementedError
+        return dict(zip(self._names, self._run(image)))
 
     def _instances(self, image: torch.Tensor, height: int, width: int):
         out = self.run(image)
@@ -122,14 +157,6 @@ class TorchScriptPredictor(_ExportedPredictor):
 
     format = "torchscript"
 
-    def __init__(self, directory: str):
-        super().__init__(directory)
-        self.module = torch.jit.load(self.path, map_location="cpu")
-
-    @torch.no_grad()
-    def run(self, image: torch.Tensor) -> dict:
-        return dict(zip(self._names, self.module(image)))
-
 
 class OnnxPredictor(_ExportedPredictor):
     """Runs ``model.onnx`` of an export folder with onnxruntime (CPU)."""
@@ -137,16 +164,9 @@ class OnnxPredictor(_ExportedPredictor):
     format = "onnx"
 
     def __init__(self, directory: str):
-        try:
-            import onnxruntime
-        except ImportError:
-            raise ImportError("OnnxPredictor needs onnxruntime: pip install onnx onnxruntime") from None
+        if onnxruntime_or_none() is None:
+            raise ImportError("OnnxPredictor needs onnxruntime: pip install onnx onnxruntime")
         super().__init__(directory)
-        self.session = onnxruntime.InferenceSession(self.path, providers=["CPUExecutionProvider"])
-
-    def run(self, image: torch.Tensor) -> dict:
-        arrays = self.session.run(list(self._names), {"image": image.numpy()})
-        return {name: torch.from_numpy(a) for name, a in zip(self._names, arrays)}
 
 
 def load_exported(directory: str) -> _ExportedPredictor:
