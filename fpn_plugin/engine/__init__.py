@@ -1,5 +1,5 @@
 """Training: the trainer, its hooks, schedules and precision."""
-from .checkpointer import AtomicDetectionCheckpointer, AtomicPluginCheckpointer, AtomicSaveMixin
+from .atomic_save import AtomicDetectionCheckpointer, AtomicPluginCheckpointer, AtomicSaveMixin
 from .launch import launch
 from .precision import Precision, resolve_precision
 from .schedule import apply_epochs, scale_schedule

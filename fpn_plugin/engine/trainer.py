@@ -16,8 +16,8 @@ from fvcore.nn.precise_bn import get_bn_modules
 from ..checkpoint.metadata import ModelMetadata
 from ..device import resolve_device
 from . import hooks
-from .checkpointer import AtomicPluginCheckpointer
-from .data import build_resumable_train_loader, build_test_loader
+from .atomic_save import AtomicPluginCheckpointer
+from .loaders import build_resumable_train_loader, build_test_loader
 from .precision import Precision, resolve_precision
 from .rng import get_rng_state, preserve_rng_state, set_rng_state
 from .schedule import apply_epochs, epoch_rows, format_table, scale_schedule
@@ -115,7 +115,7 @@ class Trainer(DefaultTrainer):
         """The checkpointer for training and evaluation: the one place to plug another one in.
 
         It must save ``model`` and ``trainer`` (when given, as a checkpointable) into
-        ``cfg.OUTPUT_DIR``, atomically (see :class:`~.checkpointer.AtomicSaveMixin`), and load
+        ``cfg.OUTPUT_DIR``, atomically (see :class:`~.atomic_save.AtomicSaveMixin`), and load
         the weight formats ``MODEL.WEIGHTS`` may name.
         """
         extra = {"trainer": trainer} if trainer is not None else {}

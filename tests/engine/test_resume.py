@@ -164,7 +164,7 @@ def test_torch_scheduler_state_survives_a_resume(tmp_path):
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    from fpn_plugin.engine.checkpointer import AtomicDetectionCheckpointer
+    from fpn_plugin.engine.atomic_save import AtomicDetectionCheckpointer
 
     model = torch.nn.Linear(2, 2)
     ckpt = AtomicDetectionCheckpointer(model, str(tmp_path))

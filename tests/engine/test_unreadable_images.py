@@ -32,7 +32,7 @@ def _trainer(tmp_path, name, fraction):
 @pytest.mark.slow
 def test_unreadable_images_are_skipped_by_name_within_the_limit(tmp_path, caplog):
     trainer, missing, truncated = _trainer(tmp_path, "unreadable_ok", 0.25)  # 2 of 8 allowed
-    with caplog.at_level("WARNING", logger="fpn_plugin.engine.data"):
+    with caplog.at_level("WARNING", logger="fpn_plugin.engine.loaders"):
         trainer.train()
     assert trainer.iter == 6 and (tmp_path / "out" / "model_final.pth").is_file()
     assert f"Skipping an unreadable training image (1 of at most 2): " in caplog.text
@@ -65,7 +65,7 @@ def test_the_check_at_start_leaves_unreadable_images_out_before_the_first_step(t
     cfg = tiny_cfg(str(tmp_path / "out"), "unreadable_first", max_iter=6)
     cfg.DATALOADER.MAX_UNREADABLE_FRACTION = 0.25
     cfg.DATALOADER.CHECK_IMAGES_AT_START = True
-    with caplog.at_level("INFO", logger="fpn_plugin.engine.data"):
+    with caplog.at_level("INFO", logger="fpn_plugin.engine.loaders"):
         trainer = Trainer(cfg)
     assert "Checked the 8 training images before training" in caplog.text
     assert "2 unreadable, left out" in caplog.text
@@ -74,7 +74,7 @@ def test_the_check_at_start_leaves_unreadable_images_out_before_the_first_step(t
     # The sampler draws from the 6 readable images only: nothing is skipped mid-run.
     caplog.clear()
     trainer.resume_or_load(resume=False)
-    with caplog.at_level("WARNING", logger="fpn_plugin.engine.data"):
+    with caplog.at_level("WARNING", logger="fpn_plugin.engine.loaders"):
         trainer.train()
     assert "Skipping an unreadable training image" not in caplog.text
     assert trainer.iter == 6
@@ -94,7 +94,7 @@ def test_the_check_at_start_stops_past_the_limit_before_training(tmp_path):
 def test_drop_unreadable_images_keeps_a_clean_list_as_it_is(tmp_path):
     from PIL import Image
 
-    from fpn_plugin.engine.data import drop_unreadable_images
+    from fpn_plugin.engine.loaders import drop_unreadable_images
 
     Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
     dicts = [{"file_name": str(tmp_path / "a.png")}]

@@ -1,4 +1,5 @@
-"""A training data loader whose order can be restored on resume.
+"""The trainer's data loaders: a training loader whose order survives a resume, and
+unreadable images named (skipped in training, an error in evaluation).
 
 detectron2's training samplers draw an infinite, seeded stream of indices, and each process
 takes every ``world_size``-th one. Restarting a run restarts that stream, so a resumed run
