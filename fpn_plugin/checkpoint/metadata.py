@@ -41,7 +41,7 @@ def checkpoint_classes(path: str, allow_unsafe_pickle: bool = False) -> Tuple[Op
     """
     from detectron2.utils.file_io import PathManager
 
-    from .checkpointer import box_predictor_classes
+    from .mismatch import box_predictor_classes
     from .safe_load import load_checkpoint_file
 
     reader = SimpleNamespace(allow_unsafe_pickle=allow_unsafe_pickle)
@@ -66,7 +66,7 @@ def fit_classes_to_checkpoint(cfg, dataset_names: Optional[List[str]] = None) ->
     Raises:
         CheckpointMismatchError: the checkpoint's box predictor does not fit.
     """
-    from .resnet_formats import CheckpointMismatchError
+    from .mismatch import CheckpointMismatchError
 
     weights = cfg.MODEL.WEIGHTS
     names, file_classes = checkpoint_classes(weights, cfg.MODEL.PLUGIN_WEIGHTS.ALLOW_UNSAFE_PICKLE)

@@ -15,12 +15,12 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
-from ..modeling.resnet import (
-    RESNET_SPECS, PluginResNet, ResNetStage, detectron2_block_key, detectron2_resnet_key,
-)
+from ..modeling.resnet import PluginResNet
+from ..modeling.resnet_blocks import RESNET_SPECS, ResNetStage
+from ..modeling.resnet_names import detectron2_block_key, detectron2_resnet_key
+from .mismatch import CheckpointMismatchError, format_keys
 
 __all__ = [
-    "CheckpointMismatchError",
     "find_resnet_modules",
     "is_caffe2_resnet",
     "caffe2_resnet_to_torchvision",
@@ -30,16 +30,6 @@ __all__ = [
     "is_detectron2_resnet",
     "detectron2_resnet_to_plugin",
 ]
-
-
-class CheckpointMismatchError(ValueError):
-    """MODEL.WEIGHTS does not fit the model: other depth, architecture or content."""
-
-
-def _fmt(keys, limit: int = 8) -> str:
-    keys = sorted(keys)
-    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def find_resnet_modules(model: nn.Module) -> Tuple[Dict[str, PluginResNet], Dict[str, ResNetStage]]:
@@ -106,7 +96,7 @@ def caffe2_resnet_to_torchvision(state_dict: Mapping[str, torch.Tensor]) -> Dict
     if unknown:
         raise CheckpointMismatchError(
             f"This Caffe2 file is not an MSRA ImageNet ResNet: it has {len(unknown)} weights that "
-            f"are not ResNet blobs ({_fmt(unknown)}). Detectron1 detection models are not supported; "
+            f"are not ResNet blobs ({format_keys(sorted(unknown))}). Detectron1 detection models are not supported; "
             "use a detectron2 checkpoint or an ImageNet model."
         )
     for key in [k for k in out if k.endswith(".weight") and (".bn" in k or k.startswith("bn")
@@ -231,7 +221,7 @@ def torchvision_resnet_to_plugin(
     if missing:
         raise CheckpointMismatchError(
             f"MODEL.WEIGHTS ({source} {description}) lacks {len(missing)} weights of the model's "
-            f"ResNet ({_model_description(resnets, stages)}): {_fmt(missing)}. The file was made "
+            f"ResNet ({_model_description(resnets, stages)}): {format_keys(sorted(missing))}. The file was made "
             "for another architecture or depth."
         )
     wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
@@ -239,7 +229,7 @@ def torchvision_resnet_to_plugin(
     if wrong:
         raise CheckpointMismatchError(
             f"MODEL.WEIGHTS ({source} {description}) has weights whose shapes differ from the "
-            f"model's ({_model_description(resnets, stages)}): {_fmt(wrong, 4)}."
+            f"model's ({_model_description(resnets, stages)}): {format_keys(sorted(wrong), 4)}."
         )
     # BatchNorm statistics have no place in a GroupNorm model; the affine part still loads.
     unused = [k for k in unused if not k.endswith("num_batches_tracked")]

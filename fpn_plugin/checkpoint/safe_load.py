@@ -29,9 +29,10 @@ from urllib.parse import parse_qs
 
 import torch
 
+from .not_a_checkpoint import NotACheckpointError, why_not_a_checkpoint
+
 __all__ = [
     "ALLOWED_GLOBALS",
-    "NotACheckpointError",
     "UNSAFE_KEY",
     "UnsafeWeightsError",
     "WeightsUnpickler",
@@ -195,40 +196,6 @@ def _warn_unsafe(path: str, what: str) -> None:
     )
 
 
-class NotACheckpointError(ValueError):
-    """The weights file is no checkpoint at all (empty, text, an HTML page, another archive)."""
-
-
-def _what_the_file_is(path: str) -> str:
-    """Why ``path`` is clearly no weights file ("" when it may be one)."""
-    import zipfile
-
-    from detectron2.utils.file_io import PathManager
-
-    with PathManager.open(path, "rb") as f:
-        head = f.read(512)
-    if not head:
-        return "it is empty (0 bytes)"
-    if zipfile.is_zipfile(PathManager.get_local_path(path)):
-        with zipfile.ZipFile(PathManager.get_local_path(path)) as z:
-            names = z.namelist()
-        if not any(n.endswith("data.pkl") for n in names):  # torch.save's zip layout
-            return f"it is a zip archive of {names[:3]}{' ...' if len(names) > 3 else ''}, not a torch checkpoint"
-        return ""
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return ""  # binary: a pickle (protocol >= 2, legacy torch files too) or damaged
-    # Protocol-0 pickles are text too: they start with one of its opcodes (MARK, GLOBAL, ...).
-    if text[:1] not in "(c}]dlISVFNLpgt)" and all(c.isprintable() or c.isspace() for c in text):
-        start = " ".join(text.split())[:60]
-        kind = "an HTML page" if "<html" in text.lower() or "<!doctype" in text.lower() else "a text file"
-        hint = (" (a download link that needed a login or a confirmation page saves one)"
-                if kind == "an HTML page" else "")
-        return f"it is {kind}{hint}, starting {start!r}"
-    return ""
-
-
 def _read_or_explain(read, path: str):
     """``read()``, with errors of files that are no checkpoint said in one line."""
     try:
@@ -252,7 +219,7 @@ def load_checkpoint_file(checkpointer, filename: str) -> Mapping:
     """
     allow = bool(getattr(checkpointer, "allow_unsafe_pickle", False))
     log = getattr(checkpointer, "logger", logger)
-    problem = _what_the_file_is(filename)
+    problem = why_not_a_checkpoint(filename)
     if problem:
         raise NotACheckpointError(f"{filename} is not a weights file: {problem}.")
     if filename.endswith(".pkl"):

@@ -13,7 +13,8 @@ from typing import Dict, List, Mapping, Tuple
 
 import torch
 
-from .resnet_formats import CheckpointMismatchError, torchvision_resnet_to_plugin
+from .mismatch import CheckpointMismatchError
+from .resnet_formats import torchvision_resnet_to_plugin
 
 __all__ = ["is_torchvision_detector", "torchvision_detector_to_detectron2", "coco_category_ids"]
 

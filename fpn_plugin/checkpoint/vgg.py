@@ -8,6 +8,7 @@ reveals, so the file name tells them apart (:func:`vgg16_weights_flavor`).
 import logging
 import os
 import re
+from dataclasses import replace
 from typing import Dict, List, Mapping
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from ..modeling.vgg import VGG16, VGG16_CONV_INDICES, VGG16_FC_INDICES, VGG16BoxHead
+from .pixel_format import CAFFE_VGG16_FORMAT, TORCHVISION_FORMAT, PixelFormat
 
 __all__ = [
     "VGG16_PIXEL_FORMATS",
@@ -26,21 +28,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The detectron2 pixel settings (0-255 units) each flavour of VGG16 weights was trained with.
-VGG16_PIXEL_FORMATS = {
-    # torchvision: RGB scaled to 0-1, normalised with the ImageNet mean and std.
-    "torchvision": {
-        "INPUT.FORMAT": "RGB",
-        "MODEL.PIXEL_MEAN": [123.675, 116.28, 103.53],
-        "MODEL.PIXEL_STD": [58.395, 57.12, 57.375],
-    },
-    # Caffe (py-faster-rcnn and its PyTorch ports): BGR in 0-255 minus the Caffe means.
-    "caffe": {
-        "INPUT.FORMAT": "BGR",
-        "MODEL.PIXEL_MEAN": [102.9801, 115.9465, 122.7717],
-        "MODEL.PIXEL_STD": [1.0, 1.0, 1.0],
-    },
-}
+# The pixels each flavour of VGG16 weights was trained on: torchvision's RGB ImageNet
+# normalisation, or Caffe's BGR 0-255 minus the Caffe means (py-faster-rcnn and its ports).
+_FORMATS = {"torchvision": TORCHVISION_FORMAT, "caffe": CAFFE_VGG16_FORMAT}
+# The same as detectron2 config values (0-255 units), per flavour.
+VGG16_PIXEL_FORMATS = {flavor: fmt.as_config() for flavor, fmt in _FORMATS.items()}
 
 _KEY = re.compile(r"^(features|classifier)\.(\d+)\.(\w+)$")
 # Conv count of torchvision's plain VGGs, to name the architecture of a wrong file.
@@ -65,6 +57,13 @@ def vgg16_weights_flavor(path: str) -> str:
     """``"caffe"`` for a Caffe VGG16 file (``caffe`` in its name, e.g. vgg16_caffe.pth), else
     ``"torchvision"``: the key of :data:`VGG16_PIXEL_FORMATS` its pixels follow."""
     return "caffe" if "caffe" in os.path.basename(str(path)).lower() else "torchvision"
+
+
+def vgg16_pixel_format(path: str) -> PixelFormat:
+    """The pixels the VGG16 weights file at ``path`` expects (its flavour told by its name)."""
+    flavor = vgg16_weights_flavor(path)
+    # No stride check: VGG16 has no Bottleneck blocks.
+    return replace(_FORMATS[flavor], name=f"{flavor} VGG16 (told by the file name)", stride_in_1x1=None)
 
 
 def vgg16_pixel_mismatches(cfg, flavor: str) -> List[str]:

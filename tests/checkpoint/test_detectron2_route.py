@@ -68,7 +68,7 @@ def test_a_box_predictor_of_another_class_count_is_refused_for_prediction(d2_fil
     with pytest.raises(CheckpointMismatchError, match="MODEL.ROI_HEADS.NUM_CLASSES 80"):
         PluginCheckpointer(build_model(cfg), for_inference=True).load(d2_files["pth"])
     # Training (fine-tuning to 5 classes) may start a new predictor, and says so.
-    with caplog.at_level(logging.WARNING, logger="fpn_plugin.checkpoint.checkpointer"):
+    with caplog.at_level(logging.WARNING, logger="fpn_plugin.checkpoint.mismatch"):
         DetectionCheckpointer(build_model(cfg).train()).load(d2_files["pth"])
     assert "Fine-tuning to another class count: the file's box predictor has 80 classes" in caplog.text
 

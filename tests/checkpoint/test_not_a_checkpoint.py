@@ -9,7 +9,7 @@ from _weight_files import plugin_cfg
 from detectron2.modeling import build_model
 
 from fpn_plugin.checkpoint import PluginCheckpointer
-from fpn_plugin.checkpoint.safe_load import NotACheckpointError
+from fpn_plugin.checkpoint.not_a_checkpoint import NotACheckpointError
 
 
 def _write(path, kind):
@@ -60,7 +60,7 @@ def test_a_protocol_0_pickle_of_weights_is_not_taken_for_text(tmp_path):
     path = tmp_path / "old.pkl"
     with open(path, "wb") as f:
         pickle.dump({"conv1_w": np.zeros((2, 2), np.float32)}, f, protocol=0)
-    from fpn_plugin.checkpoint.safe_load import _what_the_file_is
+    from fpn_plugin.checkpoint.not_a_checkpoint import why_not_a_checkpoint
 
     assert path.read_bytes()[:1] == b"("  # text, but a pickle
-    assert _what_the_file_is(str(path)) == ""
+    assert why_not_a_checkpoint(str(path)) == ""

@@ -22,8 +22,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, RPNHead
 from torchvision.ops import box_iou
 
-from fpn_plugin.checkpoint import PluginCheckpointer
-from fpn_plugin.checkpoint.resnet_formats import CheckpointMismatchError
+from fpn_plugin.checkpoint import CheckpointMismatchError, PluginCheckpointer
 from fpn_plugin.config import load_config
 from fpn_plugin.data.synthetic import ShapesSpec, register_shapes
 
