@@ -6,10 +6,8 @@ import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
-from detectron2.modeling import build_model
 
-from ..checkpoint import PluginCheckpointer
-from ..checkpoint.metadata import fit_classes_to_checkpoint
+from ..checkpoint import load_inference_model
 from ..device import resolve_device
 from ..precision import choose_precision
 from .images import load_image
@@ -75,12 +73,8 @@ class Predictor:
                 "MODEL.WEIGHTS is empty: prediction needs trained weights (predict.py --weights, "
                 "or MODEL.WEIGHTS in the config); a model without them is random."
             )
-        # The class count and names the checkpoint was trained with, before the model is built.
-        self.class_names = fit_classes_to_checkpoint(self.cfg, _class_names_from_datasets(cfg))
-        self.model = build_model(self.cfg)
-        self.model.eval()
-        # Every weight from the file (nothing left random), FORMAT_CHECK and the safe readers.
-        PluginCheckpointer.from_config(self.cfg, self.model, for_inference=True).load(self.cfg.MODEL.WEIGHTS)
+        # The checkpoint's class count and names; every weight from the file, FORMAT_CHECK.
+        self.model, self.class_names = load_inference_model(self.cfg, _class_names_from_datasets(cfg))
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )

@@ -13,14 +13,12 @@ import numpy as np
 import torch
 from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
-from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 from torch import nn
 
-from ..checkpoint import PluginCheckpointer
-from ..checkpoint.metadata import fit_classes_to_checkpoint
+from ..checkpoint import load_inference_model
 from ..compat import has_compiled_ops
 from ..config import load_config
 from ..data import setup_datasets
@@ -100,14 +98,9 @@ def proposal_recall(cfg, dataset_name: str, output_dir: Optional[str] = None) ->
         dict: ``{"AR@100": ..., "ARs@100": ..., ..., "AR@1000": ...}`` in percent.
     """
     output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "proposals")
-    if cfg.MODEL.WEIGHTS:
-        cfg = cfg.clone()
-        cfg.defrost()
-        fit_classes_to_checkpoint(cfg)  # the checkpoint's class count, so every weight loads
-    detector = build_model(cfg)
-    detector.eval()
-    if cfg.MODEL.WEIGHTS:
-        PluginCheckpointer.from_config(cfg, detector, for_inference=True).load(cfg.MODEL.WEIGHTS)
+    cfg = cfg.clone()  # the checkpoint's class count goes into it
+    cfg.defrost()
+    detector, _ = load_inference_model(cfg)
     # AR@1000 needs 1000 proposals per image, whatever the detector keeps for its ROI heads.
     model = ProposalsOnly(detector, post_nms_topk=max(1000, cfg.MODEL.RPN.POST_NMS_TOPK_TEST))
     # The loader first: it loads the dataset, which writes generated data's JSON (the shapes)

@@ -91,3 +91,34 @@ def test_cli_registers_the_configs_datasets(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert any(line.split()[:1] == ["AR@100"] for line in printed.splitlines()), printed
     assert list((tmp_path / "shapes").rglob("val.json"))
+
+
+@pytest.mark.parametrize("check", ["error", "warn", "off"])
+def test_recall_loads_weights_with_the_configs_format_check(gt_proposal_setup, tmp_path, caplog, check):
+    # A checkpoint that records RGB torchvision pixel stats, for a config with BGR MSRA ones.
+    import logging
+    import re
+
+    from detectron2.modeling import build_model
+
+    from fpn_plugin.checkpoint import PixelFormatMismatchError
+    from fpn_plugin.checkpoint.metadata import ModelMetadata
+
+    cfg, name = gt_proposal_setup
+    state = build_model(cfg).state_dict()
+    # float64, so that the message's numbers read as written here.
+    state["pixel_mean"] = torch.tensor([123.675, 116.28, 103.53], dtype=torch.float64).view(3, 1, 1)
+    state["pixel_std"] = torch.tensor([58.395, 57.12, 57.375], dtype=torch.float64).view(3, 1, 1)
+    path = tmp_path / "rgb_weights.pth"
+    torch.save({"model": state, "metadata": ModelMetadata(CLASS_NAMES).state_dict()}, path)
+    cfg.MODEL.WEIGHTS = str(path)
+    cfg.MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK = check
+    problem = "The config differs: MODEL.PIXEL_MEAN is [103.53, 116.28, 123.675], not [123.675, 116.28, 103.53]"
+    if check == "error":
+        with pytest.raises(PixelFormatMismatchError, match=re.escape(problem)):
+            proposal_recall(cfg, name, output_dir=str(tmp_path / "eval"))
+        return
+    with caplog.at_level(logging.WARNING, logger="fpn_plugin.checkpoint.loading"):
+        recall = proposal_recall(cfg, name, output_dir=str(tmp_path / "eval"))
+    assert recall["AR@100"] == pytest.approx(100.0)
+    assert (problem in caplog.text) == (check == "warn")
