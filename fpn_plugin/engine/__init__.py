@@ -6,17 +6,5 @@ from .schedule import apply_epochs, scale_schedule
 from .trainer import Trainer, TrainingDivergedError
 from .train_loop import AccumulatingTrainer, NonFiniteLossError
 
-__all__ = [
-    "AccumulatingTrainer",
-    "AtomicDetectionCheckpointer",
-    "AtomicPluginCheckpointer",
-    "AtomicSaveMixin",
-    "NonFiniteLossError",
-    "Precision",
-    "Trainer",
-    "TrainingDivergedError",
-    "apply_epochs",
-    "launch",
-    "resolve_precision",
-    "scale_schedule",
-]
+# The rest stays importable from here, as before; __all__ names what a user calls.
+__all__ = ["Trainer", "TrainingDivergedError", "launch", "scale_schedule", "apply_epochs"]

@@ -7,7 +7,6 @@ from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_test
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import verify_results
-from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
@@ -17,20 +16,17 @@ from ..checkpoint.metadata import ModelMetadata
 from ..device import resolve_device
 from . import hooks
 from .atomic_save import AtomicPluginCheckpointer
+from .divergence import TrainingDivergedError, divergence_message
 from .loaders import build_resumable_train_loader, build_test_loader
 from .precision import Precision, resolve_precision
-from .rng import get_rng_state, preserve_rng_state, set_rng_state
+from .resume import ResumableTrainerMixin
+from .rng import preserve_rng_state
 from .schedule import apply_epochs, epoch_rows, format_table, scale_schedule
 from .train_loop import AccumulatingTrainer, LossExplosionGuard, NonFiniteLossError
 
 __all__ = ["Trainer", "TrainingDivergedError"]
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingDivergedError(FloatingPointError):
-    """Training stopped on a NaN/inf or exploded loss, or a NaN/inf gradient; the message says
-    what to try."""
 
 
 def _class_names(cfg):
@@ -42,7 +38,7 @@ def _class_names(cfg):
     return None
 
 
-class Trainer(DefaultTrainer):
+class Trainer(ResumableTrainerMixin, DefaultTrainer):
     """A ``DefaultTrainer`` whose extras are switched on from the config.
 
     On top of detectron2's trainer (evaluation, periodic checkpoints, LR schedule, writers):
@@ -224,95 +220,7 @@ class Trainer(DefaultTrainer):
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=20, eval_periods=periods))
         return ret
 
-    # ---- resume or fine-tune ----------------------------------------------------------------
-
-    def _lr(self) -> float:
-        group = d2_hooks.LRScheduler.get_best_param_group_id(self.optimizer)
-        return self.optimizer.param_groups[group]["lr"]
-
-    def resume_or_load(self, resume=True):
-        """Resume from OUTPUT_DIR's last checkpoint, or load MODEL.WEIGHTS only; log which.
-
-        ``resume=True`` with a checkpoint in ``OUTPUT_DIR`` restores model, optimizer,
-        scheduler, iteration, random generators and data order. Otherwise the model weights of
-        ``MODEL.WEIGHTS`` (if any) are loaded, and optimizer, schedule and iteration start fresh
-        from the config: the LR is the config's, never a checkpoint's.
-        """
-        out = self.cfg.OUTPUT_DIR
-        if resume and self.checkpointer.has_checkpoint():
-            path = self.checkpointer.get_checkpoint_file()
-            self.checkpointer.load(path)
-            self.start_iter = self.iter + 1
-            logger.info(
-                f"Resuming from {path}: model, optimizer, LR scheduler, iteration and data order "
-                f"restored; training continues at iteration {self.start_iter} of {self.max_iter} "
-                f"with LR {self._lr():.6g}."
-            )
-            return
-        if resume:
-            logger.info(f"--resume: no checkpoint in {out} (no last_checkpoint file), so a new training starts.")
-        weights = self.cfg.MODEL.WEIGHTS
-        if weights:
-            self.checkpointer.load(weights, checkpointables=[])
-            how = f"Fine-tuning: loaded the model weights only from {weights}"
-        else:
-            how = "Training from scratch (MODEL.WEIGHTS is empty)"
-        self.start_iter = 0
-        logger.info(
-            f"{how}; optimizer, LR schedule and iteration start fresh from the config: "
-            f"iteration 0 of {self.max_iter}, LR {self._lr():.6g} (SOLVER.BASE_LR "
-            f"{self.cfg.SOLVER.BASE_LR:.6g}, warmup {self.cfg.SOLVER.WARMUP_ITERS} iterations)."
-        )
-
-    def state_dict(self):
-        # TrainerBase's, not DefaultTrainer's: detectron2 0.6's DefaultTrainer saves no
-        # optimizer state, git main's saves and loads it as "_trainer" (and fails on a
-        # checkpoint without it); the same key is written and read here on both.
-        ret = TrainerBase.state_dict(self)
-        ret["_trainer"] = self._trainer.state_dict()
-        ret["rng"] = get_rng_state()
-        gathered = getattr(self, "_rng_per_rank", None)
-        if comm.get_world_size() > 1 and gathered is not None and gathered[0] == self.iter:
-            ret["rng_per_rank"] = gathered[1]
-        if self.train_sampler is not None:
-            ret["data"] = {"seed": self.train_sampler.seed}
-        return ret
-
-    def load_state_dict(self, state_dict):
-        TrainerBase.load_state_dict(self, state_dict)
-        if "_trainer" in state_dict:
-            self._trainer.load_state_dict(state_dict["_trainer"])
-        else:
-            logger.warning("The checkpoint has no optimizer state: the optimizer starts fresh.")
-        if isinstance(self.scheduler, LRMultiplier):
-            # The optimizer's saved LR is the one the *saved* schedule computed; if MAX_ITER or
-            # STEPS changed for this run (e.g. to train longer), this run's schedule decides.
-            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
-                group["lr"] = lr
-        if "rng" in state_dict:
-            if comm.get_world_size() == 1:
-                set_rng_state(state_dict["rng"])
-            elif len(state_dict.get("rng_per_rank", ())) == comm.get_world_size():
-                set_rng_state(state_dict["rng_per_rank"][comm.get_rank()])
-            else:  # the checkpoint holds the main process's generators only
-                logger.info("Several processes: random generators are not restored, only data order.")
-        if self.train_sampler is not None and "data" in state_dict:
-            self.train_sampler.seed = state_dict["data"]["seed"]
-            per_step = self.cfg.SOLVER.IMS_PER_DEVICE * self.cfg.SOLVER.ACCUMULATION_STEPS
-            self.train_sampler.start_at((self.iter + 1) * per_step)
-            self._trainer.reset_data_loader()
-
     # ---- the loop -----------------------------------------------------------------------------
-
-    def after_step(self):
-        # Several processes: only the main one writes checkpoints, from its hooks. Where one may
-        # be written (checkpoint and evaluation periods, the last iteration), every process's
-        # random generators are gathered first, so that --resume restores each its own.
-        if comm.get_world_size() > 1:
-            nxt, periods = self.iter + 1, (self.cfg.SOLVER.CHECKPOINT_PERIOD, self.cfg.TEST.EVAL_PERIOD)
-            if nxt >= self.max_iter or any(p > 0 and nxt % p == 0 for p in periods):
-                self._rng_per_rank = (self.iter, comm.all_gather(get_rng_state()))
-        super().after_step()
 
     def request_stop(self, reason: str) -> None:
         """Ask the loop to stop after the current iteration (e.g. from a hook)."""
@@ -361,42 +269,5 @@ class Trainer(DefaultTrainer):
         try:
             self._trainer.run_step()
         except NonFiniteLossError as e:
-            raise TrainingDivergedError(self._divergence_message(e)) from None
-
-    def _clipping_advice(self) -> str:
-        clip = self.cfg.SOLVER.CLIP_GRADIENTS
-        if not clip.ENABLED:
-            return "gradient clipping (SOLVER.CLIP_GRADIENTS.ENABLED True)"
-        return (
-            f"stronger gradient clipping (it is on: SOLVER.CLIP_GRADIENTS.CLIP_TYPE "
-            f"{clip.CLIP_TYPE!r}, CLIP_VALUE {clip.CLIP_VALUE:g}; try a smaller CLIP_VALUE)"
-        )
-
-    def _divergence_message(self, e: NonFiniteLossError) -> str:
-        s = self.cfg.SOLVER
-        terms = "\n".join(f"    {k} = {v:.6g}" for k, v in e.loss_terms.items())
-        if not terms:  # the forward pass failed before the first loss of the step
-            terms = "    (none computed in this step)"
-        detected = f" ({e.detail})" if e.detail else ""
-        if self.checkpointer.has_checkpoint():
-            kept = (
-                f"The last good checkpoint is kept: {self.checkpointer.get_checkpoint_file()} "
-                "(no checkpoint is written after this); change the config and run with --resume "
-                "to continue from it, or start over."
-            )
-        else:
-            kept = "No checkpoint was written before this iteration (SOLVER.CHECKPOINT_PERIOD)."
-        return (
-            f"Training diverged at iteration {e.iteration}: the {e.where} "
-            f"{'exploded while finite' if e.exploded else 'became NaN or infinite'}{detected}.\n"
-            f"  learning rate: {e.lr:.6g}\n  loss terms:\n{terms}\n{kept}\nWhat to try:\n"
-            f"  - a lower learning rate: SOLVER.BASE_LR (now {s.BASE_LR:.6g});\n"
-            f"  - a longer warmup: SOLVER.WARMUP_ITERS (now {s.WARMUP_ITERS}) or a smaller "
-            f"SOLVER.WARMUP_FACTOR (now {s.WARMUP_FACTOR:g});\n"
-            "  - normalization in the backbone and FPN (MODEL.PLUGIN_RESNET.NORM or detectron2's "
-            "MODEL.RESNETS.NORM, and MODEL.FPN.NORM: 'BN', 'SyncBN' or 'GN'; FrozenBN does not "
-            f"normalise a network trained from scratch) or {self._clipping_advice()};\n"
-            f"  - the batch-scaling rule: the LR is scaled with the total batch ({s.REFERENCE_BATCH_SIZE} "
-            "images per step now); if BASE_LR was tuned for another batch, set "
-            "SOLVER.REFERENCE_BATCH_SIZE to that batch so BASE_LR is rescaled."
-        )
+            kept = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else None
+            raise TrainingDivergedError(divergence_message(self.cfg, e, kept)) from None

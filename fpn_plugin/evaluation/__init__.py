@@ -5,13 +5,8 @@ from .compare import ReferenceComparison, compare_with_reference
 from .references import REFERENCES, get_reference
 from .voc import VOCDetectionEvaluator
 
+# The rest stays importable from here, as before; __all__ names what a user calls.
 __all__ = [
-    "build_evaluator",
-    "evaluator_kind",
-    "COCODetectionEvaluator",
-    "VOCDetectionEvaluator",
-    "ReferenceComparison",
-    "compare_with_reference",
-    "REFERENCES",
+    "build_evaluator", "COCODetectionEvaluator", "VOCDetectionEvaluator", "compare_with_reference",
     "get_reference",
 ]

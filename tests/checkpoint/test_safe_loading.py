@@ -273,7 +273,7 @@ def test_trainer_checkpoints_load_weights_only_and_resume(tmp_path, caplog):
     resumed = trainer_cls(cfg)
     resumed.register_hooks([hooks.BestCheckpointer(1, resumed.checkpointer, "bbox/AP50", "max"),
                             hooks.EarlyStopping(1, "bbox/AP50", patience=2)])
-    with caplog.at_level(logging.INFO, logger="fpn_plugin.engine.trainer"):
+    with caplog.at_level(logging.INFO, logger="fpn_plugin.engine.resume"):
         resumed.resume_or_load(resume=True)
     assert resumed.start_iter == trainer.iter + 1
     assert f"Resuming from {out / 'model_final.pth'}" in caplog.text

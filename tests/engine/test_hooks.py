@@ -223,12 +223,12 @@ def test_an_early_stop_does_not_print_the_last_iteration_twice():
 
 
 def test_the_divergence_advice_on_clipping_follows_the_config(tmp_path):
-    from types import SimpleNamespace
+    from fpn_plugin.engine.divergence import clipping_advice
 
     cfg = _cfg(tmp_path, 2)
-    assert Trainer._clipping_advice(SimpleNamespace(cfg=cfg)) == "gradient clipping (SOLVER.CLIP_GRADIENTS.ENABLED True)"
+    assert clipping_advice(cfg) == "gradient clipping (SOLVER.CLIP_GRADIENTS.ENABLED True)"
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED, cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = True, 5.0
-    advice = Trainer._clipping_advice(SimpleNamespace(cfg=cfg))
+    advice = clipping_advice(cfg)
     assert "it is on" in advice and "CLIP_VALUE 5" in advice and "ENABLED True" not in advice
 
 

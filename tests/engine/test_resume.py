@@ -116,7 +116,7 @@ def test_fine_tune_from_weights_uses_the_config_lr_not_the_checkpoint(tmp_path, 
     second.SOLVER.STEPS = ()
     second.MODEL.WEIGHTS = str(tmp_path / "first" / "model_final.pth")
     trainer = Trainer(second)
-    with caplog.at_level("INFO", logger="fpn_plugin.engine.trainer"):
+    with caplog.at_level("INFO", logger="fpn_plugin.engine.resume"):
         trainer.resume_or_load(resume=False)
     assert trainer.start_iter == 0
     assert all(g["lr"] == pytest.approx(0.0005) for g in trainer.optimizer.param_groups)
@@ -130,7 +130,7 @@ def test_fine_tune_from_weights_uses_the_config_lr_not_the_checkpoint(tmp_path, 
     again = tiny_cfg(str(tmp_path / "first"), "ft_train", max_iter=4)
     again.SOLVER.BASE_LR = 0.0005
     trainer = Trainer(again)
-    with caplog.at_level("INFO", logger="fpn_plugin.engine.trainer"):
+    with caplog.at_level("INFO", logger="fpn_plugin.engine.resume"):
         trainer.resume_or_load(resume=True)
     assert trainer.start_iter == 2
     assert "Resuming from {}".format(tmp_path / "first" / "model_final.pth") in caplog.text
