@@ -1,16 +1,13 @@
 """The config's evaluation data, as the notebook's prediction step takes it: images and JSON."""
 from typing import List, Optional
 
-from ..config import load_config
+from ..config import setup_config
 
 __all__ = ["eval_images", "eval_coco_json"]
 
 
 def _registered(config_file: str):
-    from ..data import setup_datasets
-
-    cfg = load_config(config_file)
-    setup_datasets(cfg, config_file)
+    cfg = setup_config(config_file)  # its datasets registered, as train_net.py registers them
     if not cfg.DATASETS.TEST:
         raise ValueError(f"{config_file} has no DATASETS.TEST: set OWN_VAL (or DATASET) to evaluate.")
     return cfg
