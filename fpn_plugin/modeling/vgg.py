@@ -25,6 +25,7 @@ The stride-2 ``conv2_2`` would make P2 four times larger than ResNet-FPN's for t
 from typing import Dict, List, Sequence
 
 import torch
+from fvcore.nn.weight_init import c2_msra_fill
 from torch import nn
 
 from detectron2.config import configurable
@@ -34,16 +35,10 @@ from detectron2.modeling.roi_heads.box_head import ROI_BOX_HEAD_REGISTRY
 
 from .fpn import fpn_on
 
-__all__ = [
-    "VGG16",
-    "VGG16BoxHead",
-    "VGG16_CONV_INDICES",
-    "VGG16_FC_INDICES",
-    "build_vgg16_backbone",
-    "build_vgg16_fpn_backbone",
-]
+__all__ = ["VGG16", "VGG16BoxHead", "build_vgg16_backbone", "build_vgg16_fpn_backbone"]
 
-# torchvision's vgg16 "D" configuration: channels per conv, "M" for a 2x2 max-pool.
+# torchvision's vgg16 "D" configuration: channels per conv, "M" for a 2x2 max-pool. Written
+# out: torchvision's own cfgs/make_layers are not public (not in torchvision.models.vgg.__all__).
 _VGG16_PLAN = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M"] + [512, 512, 512, "M"] * 2
 # Index in ``features`` of each of the 13 convs (conv1_1 .. conv5_3), as in torchvision.
 VGG16_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
@@ -121,11 +116,11 @@ class VGG16(Backbone):
                     p.requires_grad_(False)
 
     def _init_weights(self) -> None:
-        # torchvision's VGG init, so a model trained without weights behaves like its twin.
+        # torchvision's VGG init (He normal, fan_out; zero bias), so a model trained without
+        # weights behaves like its twin.
         for m in self.features:
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                c2_msra_fill(m)
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         outputs = {}
