@@ -24,25 +24,24 @@ _ONNX_HINT = "pip install onnx onnxruntime"
 def load_model(config_file: str, weights: str, opts: Sequence[str] = ()):
     """The config and a :class:`~fpn_plugin.inference.Predictor` holding the loaded model.
 
-    The Predictor is the project's one way to build a detector and load its weights
+    The config comes from :func:`~fpn_plugin.config.setup_config` as predict.py's does (the
+    config's datasets registered for their class names, none of their files read); the
+    Predictor is the project's one way to build a detector and load its weights
     (``fit_classes_to_checkpoint``, ``PluginCheckpointer(..., for_inference=True)``).
     ``MODEL.DEVICE`` is "cpu" unless the config file or ``opts`` set it.
 
     Raises:
         ExportError: ``weights`` is a local path that does not exist.
     """
-    from ..config import load_config
-    from ..data import setup_datasets
+    from ..config import setup_config
     from ..inference import Predictor
 
     if "://" not in weights and not os.path.isfile(weights):
         raise ExportError(f"--weights {weights}: no such file")
     opts = list(opts)
-    if not _sets_device(config_file, opts):
-        opts = ["MODEL.DEVICE", "cpu"] + opts
-    cfg = load_config(config_file, opts + ["MODEL.WEIGHTS", weights])
+    device = None if _sets_device(config_file, opts) else "cpu"
+    cfg = setup_config(config_file, opts + ["MODEL.WEIGHTS", weights], device=device, datasets="register")
     _check_exportable(cfg)
-    setup_datasets(cfg, config_file)  # class names of the config's datasets, as Predictor reads
     return cfg, Predictor(cfg)  # fp32
 
 
