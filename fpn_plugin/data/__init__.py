@@ -5,20 +5,20 @@ Importing it (``import fpn_plugin`` does) registers ``voc_0712_trainval`` and th
 """
 from . import builtin  # noqa: F401  (registrations)
 from .custom import register_custom_dataset, register_custom_datasets
-from .paths import datasets_root, resolve_path
-from .register import register_datasets_from_config, setup_datasets, sync_num_classes
+from .paths import datasets_root, resolve_path  # noqa: F401  (resolve_path: importable, not listed)
+from .register import (  # noqa: F401  (the two steps of setup_datasets: importable, not listed)
+    register_datasets_from_config, setup_datasets, sync_num_classes,
+)
 from .synthetic import SHAPE_CLASSES, ShapesSpec, ensure_shapes, register_shapes
 
+# What a user calls; the rest stays importable from its module.
 __all__ = [
+    "setup_datasets",
     "register_custom_dataset",
     "register_custom_datasets",
-    "datasets_root",
-    "resolve_path",
-    "register_datasets_from_config",
-    "setup_datasets",
-    "sync_num_classes",
-    "SHAPE_CLASSES",
+    "register_shapes",
     "ShapesSpec",
     "ensure_shapes",
-    "register_shapes",
+    "SHAPE_CLASSES",
+    "datasets_root",
 ]

@@ -30,12 +30,13 @@ from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASS_NAMES
 from detectron2.data.datasets.pascal_voc import register_pascal_voc
 
 from .boxes import apply_box_rule
+from .catalog import unregister
 from .custom import register_coco_following_rules
 from .paths import datasets_root
 from .voc import load_vocdevkit
 from .synthetic import ShapesSpec, register_shapes
 
-__all__ = ["VOC_SPLITS", "register_builtin_under", "register_voc_0712", "register_default_shapes"]
+__all__ = ["register_builtin_under", "register_voc_0712", "register_default_shapes"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +52,9 @@ VOC_SPLITS = [
 ]
 
 
-def _replace(name: str) -> None:
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
-
-
 def register_voc_0712(root: str, name: str = "voc_0712_trainval") -> None:
     """Register VOC2007 trainval + VOC2012 trainval under one name."""
-    _replace(name)
+    unregister(name)
     dirs = [os.path.join(root, "VOC2007"), os.path.join(root, "VOC2012")]
     DatasetCatalog.register(name, lambda: apply_box_rule(
         [d for dirname in dirs for d in load_vocdevkit(dirname, "trainval", VOC_CLASS_NAMES)], name))
@@ -76,7 +70,7 @@ def register_builtin_under(root: str) -> None:
     detectron2 put them (set ``DETECTRON2_DATASETS`` to move those).
     """
     for name, (image_root, json_file) in d2_builtin._PREDEFINED_SPLITS_COCO["coco"].items():
-        _replace(name)
+        unregister(name)
         register_coco_following_rules(
             name,
             _get_builtin_metadata("coco"),
@@ -84,7 +78,7 @@ def register_builtin_under(root: str) -> None:
             os.path.join(root, image_root),
         )
     for name, dirname, split in VOC_SPLITS:
-        _replace(name)
+        unregister(name)
         year = 2007 if "2007" in name else 2012
         register_pascal_voc(name, os.path.join(root, dirname), split, year)
         DatasetCatalog.remove(name)

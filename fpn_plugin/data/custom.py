@@ -36,11 +36,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, register_coco_instances
 
 from .boxes import apply_box_rule
+from .catalog import unregister
 from .paths import datasets_root, resolve_path
 from .voc import load_voc_folder, load_vocdevkit, voc_class_names
 
-__all__ = ["FORMATS", "register_custom_datasets", "register_custom_dataset", "coco_class_names",
-           "check_coco_ids", "check_keys", "read_split_file"]
+__all__ = ["register_custom_datasets", "register_custom_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,14 +180,6 @@ def _xml_files(folder: str) -> List[str]:
     return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".xml")]
 
 
-def _unregister(name: str) -> None:
-    # Re-registering the same name (a config loaded twice, a changed path) replaces it.
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
-
-
 def register_custom_dataset(
     name: str, spec: Dict, config_file: Optional[str] = None, root: Optional[str] = None
 ) -> List[str]:
@@ -229,7 +221,7 @@ def register_custom_dataset(
         return resolve_path(str(spec[k]), config_file, root, f"{key}.{k}")
 
     listed = [str(c) for c in spec.get("CLASSES") or []]
-    _unregister(name)
+    unregister(name)
     if fmt == "coco":
         json_file, images = path("JSON"), path("IMAGES")
         classes, id_map = coco_class_names(json_file)

@@ -19,8 +19,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from .boxes import apply_box_rule
+from .catalog import unregister
 
-__all__ = ["SHAPE_CLASSES", "ShapesSpec", "generate_shapes", "ensure_shapes", "register_shapes"]
+__all__ = ["SHAPE_CLASSES", "ShapesSpec", "ensure_shapes", "register_shapes"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,10 +169,7 @@ def register_shapes(cache_dir: str, spec: ShapesSpec = ShapesSpec(),
     cache_dir = os.path.abspath(cache_dir)
     folder = os.path.join(cache_dir, spec.folder_name)
     for split, name in zip(("train", "val"), names):
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog.list():
-            MetadataCatalog.remove(name)
+        unregister(name)
         json_file = os.path.join(folder, f"{split}.json")
 
         def load(json_file=json_file, name=name):
