@@ -7,7 +7,7 @@ Call :func:`setup_datasets` after loading a config and before building the model
 """
 import logging
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -18,7 +18,7 @@ from .paths import datasets_root
 from .synthetic import ShapesSpec, register_shapes
 
 __all__ = ["setup_datasets", "register_datasets_from_config", "sync_num_classes",
-           "dataset_classes", "warn_on_shared_images"]
+           "dataset_classes", "config_class_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,41 @@ def dataset_classes(name: str) -> List[str]:
     return list(classes)
 
 
+def _one_set_of_classes(classes: Dict[str, List[str]]) -> str:
+    """Raise unless every dataset of ``classes`` (name -> class names) has the same classes;
+    returns the first name."""
+    names = list(classes)
+    for name in names[1:]:
+        if classes[name] != classes[names[0]]:
+            raise ValueError(
+                f"Datasets {names[0]!r} and {name!r} have different classes: {classes[names[0]]} "
+                f"vs {classes[name]}. A model has one set of classes: list the same CLASSES for "
+                "both in DATASETS.CUSTOM (their order gives the ids)."
+            )
+    return names[0]
+
+
+def config_class_names(cfg) -> Optional[List[str]]:
+    """The class names that the config's datasets declare, or None when none declares any.
+
+    The one lookup for naming a model's classes (the trainer writes them into checkpoints, the
+    Predictor falls back on them). DATASETS.TRAIN is read before DATASETS.TEST: a model's
+    classes are those it is trained on, and a test set can only name the same ones. Only the
+    metadata is read, nothing is loaded: a dataset that is not registered here (a config from
+    another machine) or has no ``thing_classes`` is passed over.
+
+    Raises:
+        ValueError: two of the datasets declare different classes (as :func:`sync_num_classes`).
+    """
+    registered = set(MetadataCatalog.list())
+    classes = {}
+    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        names = MetadataCatalog.get(name).get("thing_classes", None) if name in registered else None
+        if names:
+            classes[name] = list(names)
+    return classes[_one_set_of_classes(classes)] if classes else None
+
+
 def sync_num_classes(cfg) -> int:
     """Make ``MODEL.ROI_HEADS.NUM_CLASSES`` (and RetinaNet's) follow the data.
 
@@ -67,14 +102,7 @@ def sync_num_classes(cfg) -> int:
     if not names:
         return cfg.MODEL.ROI_HEADS.NUM_CLASSES
     classes = {name: dataset_classes(name) for name in names}
-    first = names[0]
-    for name in names[1:]:
-        if classes[name] != classes[first]:
-            raise ValueError(
-                f"Datasets {first!r} and {name!r} have different classes: {classes[first]} "
-                f"vs {classes[name]}. A model has one set of classes: list the same CLASSES for "
-                "both in DATASETS.CUSTOM (their order gives the ids)."
-            )
+    first = _one_set_of_classes(classes)
     num = len(classes[first])
     default = get_cfg()
     heads = [("MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS, default.MODEL.ROI_HEADS)]
