@@ -5,11 +5,11 @@
 Boxes and class names are drawn with detectron2's ``Visualizer`` from the dataset dicts as
 registered (``DATASETS.TRAIN``'s first dataset by default), so what is drawn is what the
 trainer reads: a wrong class map or boxes in the wrong mode show up here, not after a day of
-training.
+training. :func:`draw_record` draws one image; the dataset check draws through it too.
 """
 import argparse
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import cv2
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -19,7 +19,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from ..config import load_config
 from .register import setup_datasets
 
-__all__ = ["draw_ground_truth", "draw_ground_truth_from_config"]
+__all__ = ["draw_ground_truth", "draw_ground_truth_from_config", "draw_record"]
 
 
 def draw_ground_truth(dataset_name: str, output_dir: str, count: int = 8) -> List[str]:
@@ -42,16 +42,33 @@ def draw_ground_truth(dataset_name: str, output_dir: str, count: int = 8) -> Lis
     os.makedirs(output_dir, exist_ok=True)
     paths = []
     for record in records:
-        rgb = read_image(record["file_name"], format="RGB")  # EXIF orientation applied
-        # With thing_colors, one colour per class (detectron2 picks them at random otherwise,
-        # and only its SEGMENTATION mode reads thing_colors).
-        mode = ColorMode.SEGMENTATION if metadata.get("thing_colors", None) else ColorMode.IMAGE
-        drawn = Visualizer(rgb, metadata, instance_mode=mode).draw_dataset_dict(record).get_image()
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
-        path = os.path.join(output_dir, f"{stem}.jpg")
-        cv2.imwrite(path, drawn[:, :, ::-1])
-        paths.append(path)
+        paths.append(draw_record(record, metadata, os.path.join(output_dir, f"{stem}.jpg")))
     return paths
+
+
+def draw_record(record: Dict, metadata, output_path: str) -> str:
+    """Draw one dataset dict's boxes and class names on its image, and write the drawing.
+
+    The one ground-truth drawer: :func:`draw_ground_truth` and the dataset check
+    (:mod:`fpn_plugin.data.check`) both draw through it.
+
+    Args:
+        record: a detectron2 dataset dict (``file_name``, ``annotations``).
+        metadata: the dataset's metadata: ``thing_classes``, and ``thing_colors`` (RGB) for one
+            colour per class.
+        output_path: the image file to write; its extension picks the format.
+
+    Returns:
+        ``output_path``.
+    """
+    rgb = read_image(record["file_name"], format="RGB")  # EXIF orientation applied
+    # With thing_colors, one colour per class (detectron2 picks them at random otherwise,
+    # and only its SEGMENTATION mode reads thing_colors).
+    mode = ColorMode.SEGMENTATION if metadata.get("thing_colors", None) else ColorMode.IMAGE
+    drawn = Visualizer(rgb, metadata, instance_mode=mode).draw_dataset_dict(record).get_image()
+    cv2.imwrite(output_path, drawn[:, :, ::-1])
+    return output_path
 
 
 def draw_ground_truth_from_config(

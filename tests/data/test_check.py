@@ -117,6 +117,38 @@ def test_cli_draws_ground_truth_and_fails_on_problems(coco_with_problems, tmp_pa
     assert drawn is not None and (drawn != 90).any()  # boxes were drawn on the grey image
 
 
+def test_a_long_check_shows_its_progress_on_stderr_only(coco_with_problems, tmp_path, capsys,
+                                                        monkeypatch):
+    from fpn_plugin.data.check import rules
+
+    json_file, images = coco_with_problems
+    args = ["--coco", json_file, images, "--draw", "0"]
+    assert main(args) == 1
+    quick = capsys.readouterr()
+    assert quick.err == ""  # a check that ends within the delay shows no bar
+    monkeypatch.setattr(rules, "PROGRESS_DELAY_S", 0)  # as if it took long
+    assert main(args) == 1
+    slow = capsys.readouterr()
+    # tqdm's bars with their totals: 5 images (one of the 6 repeats an id), 6 annotations.
+    assert "checking images:   0%|          | 0/5" in slow.err
+    assert "checking annotations:   0%|          | 0/6" in slow.err
+    assert slow.out == quick.out  # the report on stdout is the same
+    report = check_voc(*_voc_folder(tmp_path), None, ["cat"])
+    assert report.num_images == 1
+    assert "checking annotation files:   0%|          | 0/1" in capsys.readouterr().err
+
+
+def _voc_folder(tmp_path):
+    folder = tmp_path / "one_voc"
+    folder.mkdir()
+    _image(folder / "a.jpg")
+    (folder / "a.xml").write_text(
+        "<annotation><filename>a.jpg</filename><size><width>64</width><height>48</height></size>"
+        "<object><name>cat</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>20</xmax><ymax>20</ymax>"
+        "</bndbox></object></annotation>")
+    return str(folder), str(folder)
+
+
 def test_clean_dataset_passes(tmp_path, capsys):
     from fpn_plugin.data import ShapesSpec, ensure_shapes
 
@@ -201,6 +233,8 @@ def test_exif_nan_boxes_crowd_and_exit_codes(tmp_path, capsys):
     assert main(["--coco", str(path), str(images), "--output", str(tmp_path / "gt"), "--draw", "1"]) == 1
     out = capsys.readouterr().out
     assert "crowd boxes (not trained on): 1" in out and "ground truth drawn on 1 image(s)" in out
+    # Drawn upright, as training reads it (EXIF applied): the boxes are in those coordinates.
+    assert cv2.imread(str(tmp_path / "gt" / "phone_gt.png")).shape[:2] == (100, 60)
     # A check that cannot run at all is exit 2, with the reason.
     assert main(["--coco", str(tmp_path / "nothing.json"), str(images)]) == 1  # reported as malformed
     (tmp_path / "bad.yaml").write_text("MODEL: {NOT_A_KEY: 1}\n")
