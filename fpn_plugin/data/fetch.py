@@ -4,6 +4,10 @@ Used by ``datasets/fetch_voc.py`` and ``datasets/fetch_coco.py`` (or
 ``python -m fpn_plugin.data.fetch voc2007 coco2017 --root datasets``). An interrupted download
 resumes where it stopped (HTTP Range) on the next run; a finished archive is verified against
 its published checksum before it is unpacked, and a mismatch says which file to delete.
+Downloads and checksums show a tqdm byte counter on stderr (none when tqdm is not installed).
+
+This module and :mod:`fpn_plugin.data.layout` import only the standard library (and tqdm if it
+is there): the ``datasets/`` scripts load them without the package and its dependencies.
 """
 import argparse
 import hashlib
@@ -15,8 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-__all__ = ["Archive", "ARCHIVES", "ChecksumError", "file_digest", "verify", "download", "extract",
-           "fetch", "main"]
+__all__ = ["ARCHIVES", "ChecksumError", "fetch", "main"]
 
 
 @dataclass(frozen=True)
@@ -82,18 +85,54 @@ class ChecksumError(RuntimeError):
     """A downloaded file does not have its published checksum."""
 
 
-def file_digest(path: str, algo: str, chunk: int = 1 << 20) -> str:
-    """The hex digest of a file, read in chunks (archives are up to 18 GB)."""
+class _NoBar:
+    """What :func:`_bar` gives without tqdm: no progress shown."""
+
+    def update(self, n):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _bar(total: Optional[int], desc: str, initial: int = 0, show: bool = True):
+    """A tqdm byte counter on stderr, or one that shows nothing when ``show`` is False, the
+    size is unknown or tqdm is not installed."""
+    if not show or not total:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the datasets/ scripts run without the package's dependencies
+        return _NoBar()
+    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True,
+                file=sys.stderr)
+
+
+def file_digest(path: str, algo: str, chunk: int = 1 << 20, progress: bool = False) -> str:
+    """The hex digest of a file, read in chunks (archives are up to 18 GB).
+
+    Args:
+        progress: show a byte counter on stderr.
+    """
     h = hashlib.new(algo)
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, _bar(os.path.getsize(path), f"{os.path.basename(path)}: {algo}",
+                                     show=progress) as bar:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
+            bar.update(len(block))
     return h.hexdigest()
 
 
-def verify(path: str, archive: Archive) -> None:
-    """Raise :class:`ChecksumError` unless ``path`` has the archive's published checksum."""
-    actual = file_digest(path, archive.algo)
+def verify(path: str, archive: Archive, progress: bool = True) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has the archive's published checksum.
+
+    Args:
+        progress: show a byte counter on stderr while the checksum is computed.
+    """
+    actual = file_digest(path, archive.algo, progress=progress)
     if actual != archive.digest.lower():
         raise ChecksumError(
             f"{path} has {archive.algo} {actual}, but {archive.filename} should have "
@@ -112,6 +151,8 @@ def download(url: str, dest: str, urlopen: Callable = urllib.request.urlopen,
         url: what to download.
         dest: the final path.
         urlopen: ``urllib.request.urlopen`` or a stand-in (tests).
+        chunk: bytes read at a time.
+        progress: show a byte counter on stderr (when the server gives the size).
     """
     part = dest + ".part"
     start = os.path.getsize(part) if os.path.exists(part) else 0
@@ -124,16 +165,11 @@ def download(url: str, dest: str, urlopen: Callable = urllib.request.urlopen,
             start = 0  # the server ignored the Range request: start over
         total = response.headers.get("Content-Length")
         total = int(total) + start if total is not None else None
-        with open(part, "ab" if start else "wb") as f:
-            done = start
+        with open(part, "ab" if start else "wb") as f, _bar(
+                total, os.path.basename(dest), initial=start, show=progress) as bar:
             for block in iter(lambda: response.read(chunk), b""):
                 f.write(block)
-                done += len(block)
-                if progress and total:
-                    print(f"\r  {os.path.basename(dest)}: {done / 1e6:.0f} / {total / 1e6:.0f} MB",
-                          end="", file=sys.stderr, flush=True)
-    if progress and total:
-        print(file=sys.stderr)
+                bar.update(len(block))
     if total is not None and os.path.getsize(part) != total:
         raise IOError(
             f"Download of {url} stopped at {os.path.getsize(part)} of {total} bytes; run the "

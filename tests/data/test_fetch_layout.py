@@ -162,3 +162,30 @@ def test_one_image_extension_list_for_every_reader(tmp_path):
     found = voc._find_image(str(tmp_path), "000005", None)
     assert found == str(tmp_path / "000005.PNG")
     assert voc._find_image(str(tmp_path), "000007", None) == str(tmp_path / "000007.jpg")
+
+
+def test_download_and_checksum_show_their_progress_on_stderr(tmp_path, capsys):
+    data = bytes(range(256)) * 100  # 25.6 kB
+    (tmp_path / "big.zip.part").write_bytes(data[:1000])
+    download("http://example.invalid/big.zip", str(tmp_path / "big.zip"),
+             lambda r: _Response(data[1000:], 206), chunk=7777)
+    captured = capsys.readouterr()
+    # tqdm's byte counter: from the resumed 1000 bytes to the whole file.
+    assert "big.zip:   4%" in captured.err and "1.00k/25.6k" in captured.err
+    assert "big.zip: 100%" in captured.err and "25.6k/25.6k" in captured.err
+    assert captured.out == ""
+    archive = Archive("http://example.invalid/big.zip", "md5", hashlib.md5(data).hexdigest(), ".", "test")
+    verify(str(tmp_path / "big.zip"), archive)
+    captured = capsys.readouterr()
+    assert "big.zip: md5: 100%" in captured.err and "25.6k/25.6k" in captured.err
+
+
+def test_without_tqdm_the_fetch_shows_no_progress_and_still_works(tmp_path, capsys, monkeypatch):
+    # The datasets/ scripts may run where only the standard library is installed.
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # makes `from tqdm import tqdm` fail
+    data = b"x" * 5000
+    download("http://example.invalid/a.tar", str(tmp_path / "a.tar"), lambda r: _Response(data, 200))
+    verify(str(tmp_path / "a.tar"), Archive("http://example.invalid/a.tar", "sha1",
+                                            hashlib.sha1(data).hexdigest(), ".", "test"))
+    assert (tmp_path / "a.tar").read_bytes() == data
+    assert capsys.readouterr().err == ""
