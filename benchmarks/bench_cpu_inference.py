@@ -63,8 +63,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import pairwise_iou
 from detectron2.utils.events import EventStorage
 
-from fpn_plugin import add_fpn_plugin_config
-from fpn_plugin.checkpoint import PluginCheckpointer
+from fpn_plugin.config import load_config
+from fpn_plugin.checkpoint import load_inference_model
 from fpn_plugin.inference.fast_cpu import optimize_for_cpu
 from fpn_plugin.precision import choose_precision, cpu_has_native_bf16
 
@@ -263,9 +263,7 @@ def time_settings(args, data: str):
 # ------------------------------------------------------------------------------------ match rate
 def small_facemask_cfg(data: str):
     """Builtin R18-FPN, BN from scratch, sized for facemask's ~400x225 photos."""
-    cfg = get_cfg()
-    add_fpn_plugin_config(cfg)
-    cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
+    cfg = load_config(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.BACKBONE.FREEZE_AT = 0
@@ -335,13 +333,9 @@ def train_small_model(cfg, iters: int, out: Path):
 
 
 def load_trained(config_file: str, weights: str):
-    cfg = get_cfg()
-    add_fpn_plugin_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.MODEL.WEIGHTS = weights
-    cfg.MODEL.DEVICE = "cpu"
-    model = build_model(cfg).eval()
-    PluginCheckpointer(model).load(weights)
+    cfg = load_config(config_file, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
+    # As the Predictor loads: class count from the file, FORMAT_CHECK, ALLOW_UNSAFE_PICKLE.
+    model, _ = load_inference_model(cfg)
     return cfg, model
 
 

@@ -59,8 +59,8 @@ def get(config_path: str, weights: Optional[str] = None, device: str = "cpu", op
     The plugin publishes no trained weights, so unlike detectron2's ``model_zoo.get`` nothing is
     downloaded: without ``weights`` the model is randomly initialised (the config's
     ``MODEL.WEIGHTS``, ImageNet weights for training, is not loaded); with ``weights`` every
-    weight is loaded from that file as :class:`~fpn_plugin.inference.Predictor` loads it
-    (class count from the checkpoint, the format checks, nothing left random).
+    weight is loaded from that file as the Predictor loads it (:func:`~fpn_plugin.checkpoint.load_inference_model`:
+    class count from the checkpoint, the format checks, nothing left random).
 
     Args:
         config_path: a shipped config's name (see :func:`list_configs`).
@@ -68,15 +68,11 @@ def get(config_path: str, weights: Optional[str] = None, device: str = "cpu", op
         device: "cpu", "cuda", "auto", ...
         opts: config overrides, ``["KEY", "VALUE", ...]``.
     """
-    from detectron2.modeling import build_model
-
+    from .checkpoint import load_inference_model
     from .device import resolve_device
 
     cfg = get_config(config_path, opts)
     cfg.MODEL.DEVICE = resolve_device(device)
-    if weights is None:
-        return build_model(cfg).eval()
-    from .inference import Predictor
-
-    cfg.MODEL.WEIGHTS = weights
-    return Predictor(cfg).model
+    cfg.MODEL.WEIGHTS = weights or ""
+    model, _ = load_inference_model(cfg)
+    return model
