@@ -7,7 +7,7 @@ that does imports its library through :func:`require`, which names the extra whe
 import importlib
 import importlib.util
 
-__all__ = ["EXTRAS", "OptionalDependencyError", "available", "require"]
+__all__ = ["EXTRAS", "OptionalDependencyError", "available", "install_hint", "require"]
 
 # The module a feature imports -> the extra of pyproject.toml that installs it.
 EXTRAS = {
@@ -27,6 +27,13 @@ def available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def install_hint(module: str) -> str:
+    """How to install the extra that provides ``module``, for an error message."""
+    extra = EXTRAS[module]
+    return (f"pip install 'fpn-plugin[{extra}]' (from a clone: pip install -e '.[{extra}]', "
+            "or make install for everything)")
+
+
 def require(module: str, feature: str):
     """Import and return ``module``, or raise saying which extra installs it.
 
@@ -42,8 +49,6 @@ def require(module: str, feature: str):
     except ImportError as e:
         if e.name is not None and e.name.split(".")[0] != module:
             raise  # the library is there but one of its own imports failed: show that error
-        extra = EXTRAS[module]
         raise OptionalDependencyError(
-            f"{feature} needs {module}, which is not installed: pip install 'fpn-plugin[{extra}]' "
-            f"(from a clone: pip install -e '.[{extra}]', or make install for everything)."
+            f"{feature} needs {module}, which is not installed: {install_hint(module)}."
         ) from e

@@ -122,7 +122,7 @@ def test_torchscript_matches_eager_at_another_size(family, weights, sample_image
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_onnx_matches_eager_at_another_size(family, weights, sample_image, tmp_path):
-    pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install onnx onnxruntime)")
+    pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install 'fpn-plugin[export]')")
     pytest.importorskip("onnxruntime", reason="running the ONNX file needs onnxruntime")
     _parity(family, "onnx", OnnxPredictor, weights, sample_image, tmp_path / "onnx")
 
@@ -235,7 +235,8 @@ def _refused(tmp_path, capsys, config_file, fmt, weights_file=None) -> str:
 
 def test_onnx_without_the_onnx_package_says_what_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
-    assert "pip install onnx onnxruntime" in _refused(tmp_path, capsys, "configs/fpn_r18.yaml", "onnx")
+    err = _refused(tmp_path, capsys, "configs/fpn_r18.yaml", "onnx")
+    assert "--format onnx needs the onnx package: pip install 'fpn-plugin[export]'" in err
 
 
 def test_missing_weights_file_is_named(tmp_path, capsys):

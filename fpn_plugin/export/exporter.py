@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..optional import install_hint
 from .compare import verify
 from .runtime import onnxruntime_or_none, exported_runner
 from .tracing import ONNX_OPSET, OUTPUT_NAMES, ExportError, export_onnx, trace_torchscript
@@ -18,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 # File written per format, inside the output folder.
 FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx"}
-_ONNX_HINT = "pip install onnx onnxruntime"
+_ONNX_HINT = install_hint("onnx")
 
 
 def load_model(config_file: str, weights: str, opts: Sequence[str] = ()):

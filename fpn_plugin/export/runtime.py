@@ -6,6 +6,8 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..optional import require
+
 __all__ = ["TorchScriptPredictor", "OnnxPredictor", "ExportedModel", "load_exported"]
 
 
@@ -164,8 +166,7 @@ class OnnxPredictor(_ExportedPredictor):
     format = "onnx"
 
     def __init__(self, directory: str):
-        if onnxruntime_or_none() is None:
-            raise ImportError("OnnxPredictor needs onnxruntime: pip install onnx onnxruntime")
+        require("onnxruntime", "OnnxPredictor")
         super().__init__(directory)
 
 
