@@ -151,8 +151,8 @@ def test_notebook_runs_end_to_end_on_cpu(tmp_path):
     assert _images(_tagged(nb, "plots")) >= 2
     # The AP table printed numbers.
     table = _text(_tagged(nb, "ap-table"))
-    assert re.search(r"\| AP50 \| \d+\.\d\d \|", table), table
-    assert re.search(r"\| AP \| \d+\.\d\d \|", table), table
+    assert re.search(r"\| *AP50 *\| *\d+\.\d\d *\|", table), table  # cells, any padding
+    assert re.search(r"\| *AP *\| *\d+\.\d\d *\|", table), table
     # Predictions drawn for the 4 test images, with predictions.json and the proposals.
     assert len(list((out / "predict" / "vis").iterdir())) == 4
     assert _images(_tagged(nb, "predict")) == 4
