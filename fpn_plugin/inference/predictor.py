@@ -4,10 +4,10 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 
 from ..checkpoint import load_inference_model
+from ..data.register import config_class_names
 from ..device import resolve_device
 from ..precision import choose_precision
 from .images import load_image
@@ -18,14 +18,6 @@ logger = logging.getLogger(__name__)
 
 # Autocast dtypes: bf16 is the CPU's reduced precision (fp16 on CPU is slow); fp16 is CUDA's.
 _AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _class_names_from_datasets(cfg) -> Optional[List[str]]:
-    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
-        names = MetadataCatalog.get(name).get("thing_classes", None)
-        if names:
-            return list(names)
-    return None
 
 
 def _to_float32(instances):
@@ -74,7 +66,7 @@ class Predictor:
                 "or MODEL.WEIGHTS in the config); a model without them is random."
             )
         # The checkpoint's class count and names; every weight from the file, FORMAT_CHECK.
-        self.model, self.class_names = load_inference_model(self.cfg, _class_names_from_datasets(cfg))
+        self.model, self.class_names = load_inference_model(self.cfg, config_class_names(cfg))
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
@@ -89,7 +81,7 @@ class Predictor:
             self._make_fast()
 
     def _make_fast(self) -> None:
-        # The CPU fast path (fast_cpu.py): norms folded, NHWC; with precision "bf16" its
+        # The CPU fast path (inference/fast_cpu/): norms folded, NHWC; with precision "bf16" its
         # backbone and the heads' heavy parts under bf16.
         from .fast_cpu import optimize_for_cpu
 
