@@ -16,8 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from ..config import load_config
-from .register import setup_datasets
+from ..config import setup_config
 
 __all__ = ["draw_ground_truth", "draw_ground_truth_from_config", "draw_record"]
 
@@ -76,8 +75,8 @@ def draw_ground_truth_from_config(
     opts: Optional[list] = None,
 ) -> List[str]:
     """Register the config's datasets and draw one of them (default: the first of DATASETS.TRAIN)."""
-    cfg = load_config(config_file, list(opts or []))
-    setup_datasets(cfg, config_file)
+    # Drawing needs no accelerator: a config made for a GPU previews on any machine.
+    cfg = setup_config(config_file, list(opts or []), device="cpu")
     name = dataset_name or (cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None)
     if not name:
         raise ValueError(f"{config_file} has no DATASETS.TRAIN; pass the dataset to draw.")

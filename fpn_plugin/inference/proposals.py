@@ -20,9 +20,7 @@ from torch import nn
 
 from ..checkpoint import load_inference_model
 from ..compat import has_compiled_ops
-from ..config import load_config
-from ..data import setup_datasets
-from ..device import resolve_device
+from ..config import setup_config
 
 __all__ = ["ProposalsOnly", "draw_proposals", "proposal_recall"]
 
@@ -120,9 +118,7 @@ def main(argv=None) -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     setup_logger(name="detectron2")
-    cfg = load_config(args.config_file, args.opts)
-    cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
-    setup_datasets(cfg, args.config_file)  # the config's own datasets (custom, shapes, root)
+    cfg = setup_config(args.config_file, args.opts)  # device resolved, the config's datasets
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     for name, value in proposal_recall(cfg, dataset).items():
         print(f"{name:>10}  {value:6.2f}")

@@ -59,11 +59,10 @@ def _reports(args) -> list:
                                  args.draw))
     names = list(args.datasets)
     if args.config_file:
-        from ...config import load_config
-        from ..register import register_datasets_from_config
+        from ...config import setup_config
 
-        cfg = load_config(args.config_file)
-        register_datasets_from_config(cfg, args.config_file)
+        # Registered, not loaded: reading the files is the check's job, reporting what fails.
+        cfg = setup_config(args.config_file, device="cpu", datasets="register")
         names += [n for n in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) if n not in names]
     for name in names:
         reports.append(check_dataset(name, check_images, args.draw))
