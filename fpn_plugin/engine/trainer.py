@@ -3,7 +3,7 @@ import logging
 import os
 import weakref
 
-from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_test_loader
+from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import verify_results
@@ -13,7 +13,9 @@ from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
 
 from ..checkpoint.metadata import ModelMetadata
+from ..data.register import config_class_names
 from ..device import resolve_device
+from ..optional import available, install_hint
 from . import hooks
 from .atomic_save import AtomicPluginCheckpointer
 from .divergence import TrainingDivergedError, divergence_message
@@ -27,15 +29,6 @@ from .train_loop import AccumulatingTrainer, LossExplosionGuard, NonFiniteLossEr
 __all__ = ["Trainer", "TrainingDivergedError"]
 
 logger = logging.getLogger(__name__)
-
-
-def _class_names(cfg):
-    """The training set's class names, or None when its metadata has none."""
-    for name in cfg.DATASETS.TRAIN:
-        names = MetadataCatalog.get(name).get("thing_classes", None)
-        if names:
-            return list(names)
-    return None
 
 
 class Trainer(ResumableTrainerMixin, DefaultTrainer):
@@ -116,7 +109,7 @@ class Trainer(ResumableTrainerMixin, DefaultTrainer):
         """
         extra = {"trainer": trainer} if trainer is not None else {}
         # Class names travel in every checkpoint, so prediction needs no dataset registration.
-        extra["metadata"] = ModelMetadata(_class_names(cfg))
+        extra["metadata"] = ModelMetadata(config_class_names(cfg))
         return AtomicPluginCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR, **extra)
 
     @classmethod
@@ -208,7 +201,12 @@ class Trainer(ResumableTrainerMixin, DefaultTrainer):
                 )
             ret.append(hooks.EarlyStopping(eval_period, metric, stop.PATIENCE, stop.MIN_DELTA, stop.MODE))
         if comm.is_main_process():
-            if cfg.TEST.PLOTS.ENABLED:
+            if cfg.TEST.PLOTS.ENABLED and not available("matplotlib"):
+                # Plots are a view of metrics.json, not a result: training goes on without them.
+                logger.warning("TEST.PLOTS.ENABLED but matplotlib is not installed: no plots/*.png "
+                               f"(metrics.json has the numbers). {install_hint('matplotlib')}, or "
+                               "set TEST.PLOTS.ENABLED False.")
+            elif cfg.TEST.PLOTS.ENABLED:
                 ret.append(
                     hooks.PlotCurves(
                         eval_period,

@@ -39,3 +39,21 @@ def test_metrics_and_training_statistics_are_plotted_apart():
     assert _group("roi_head/num_fg_samples") == "training_stats"
     assert _group("loss_rpn_cls") == _group("val/total_loss") == "losses"
     assert _group("lr") == "lr" and _group("val/other") == ""
+
+
+def test_without_matplotlib_training_keeps_going_without_plots_and_says_which_extra(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from fpn_plugin.engine import Trainer, hooks, trainer as trainer_module
+
+    from _tiny import register_synthetic, tiny_cfg
+
+    cfg = tiny_cfg(str(tmp_path / "out"), register_synthetic("plots_tiny", str(tmp_path)))
+    cfg.TEST.PLOTS.ENABLED = True
+    kinds = lambda: {type(h) for h in Trainer(cfg).build_hooks()}  # noqa: E731
+    assert hooks.PlotCurves in kinds()
+    monkeypatch.setattr(trainer_module, "available", lambda module: module != "matplotlib")
+    with caplog.at_level(logging.WARNING, logger="fpn_plugin.engine.trainer"):
+        assert hooks.PlotCurves not in kinds()
+    assert "matplotlib is not installed" in caplog.text
+    assert "pip install 'fpn-plugin[plots]'" in caplog.text and "TEST.PLOTS.ENABLED False" in caplog.text
