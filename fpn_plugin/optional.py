@@ -15,6 +15,7 @@ EXTRAS = {
     "matplotlib": "plots",
     "onnx": "export",
     "onnxruntime": "export",
+    "IPython": "notebook",
 }
 
 

@@ -106,15 +106,18 @@ def test_installed_demo_help_and_missing_extras_name_their_extra(installed):
         from fpn_plugin.optional import OptionalDependencyError
         from fpn_plugin.engine.plots import plot_curves
         from fpn_plugin.inference import fiftyone_view
+        from fpn_plugin.notebook import show_images
         for call in (lambda: plot_curves({"total_loss": [(0, 1.0)]}, "plots"),
-                     lambda: fiftyone_view.images_to_fiftyone([], {}, "x")):
+                     lambda: fiftyone_view.images_to_fiftyone([], {}, "x"),
+                     lambda: show_images([])):
             try:
                 call()
             except OptionalDependencyError as e:
                 print("MISSING", e)
-    """)
+    """, blocked=NO_EXTRAS + ("IPython",))
     assert run.returncode == 0, run.stderr[-3000:]
     missing = [line for line in run.stdout.splitlines() if line.startswith("MISSING")]
-    assert len(missing) == 2, run.stdout
+    assert len(missing) == 3, run.stdout
     assert "needs matplotlib" in missing[0] and "pip install 'fpn-plugin[plots]'" in missing[0]
     assert "needs fiftyone" in missing[1] and "pip install 'fpn-plugin[fiftyone]'" in missing[1]
+    assert "needs IPython" in missing[2] and "pip install 'fpn-plugin[notebook]'" in missing[2]

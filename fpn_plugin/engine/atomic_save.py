@@ -15,6 +15,10 @@ from ..checkpoint import PluginCheckpointer
 
 __all__ = ["AtomicDetectionCheckpointer", "AtomicPluginCheckpointer", "AtomicSaveMixin"]
 
+# The process's umask, read once at import (os.umask can only be read by setting it).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class AtomicFile:
     """A file opened for writing under a temporary name that replaces ``path`` on a clean close.
@@ -34,6 +38,9 @@ class AtomicFile:
         self.path = path
         directory = os.path.dirname(os.path.abspath(path))
         fd, self.tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        # mkstemp makes the file private (0600); a checkpoint gets what open() would give it,
+        # so others of the group can read it on a shared cluster as with fvcore's own save.
+        os.chmod(self.tmp, 0o666 & ~_UMASK)
         self.file = os.fdopen(fd, mode, **kwargs)
 
     def __getattr__(self, name):

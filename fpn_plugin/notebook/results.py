@@ -5,6 +5,7 @@ import os
 from typing import Iterable, List
 
 from ..config import load_config
+from ..optional import require
 
 __all__ = ["print_ap_table", "show_images"]
 
@@ -51,6 +52,7 @@ def print_ap_table(config_file: str) -> List[list]:
 
 def show_images(paths: Iterable[str], width: int = 480, limit: int = 12) -> List[str]:
     """Display image files inline (sorted; at most ``limit``); return the paths shown."""
+    require("IPython", "show_images (the notebook's inline images)")
     from IPython.display import Image, display
 
     if isinstance(paths, str):

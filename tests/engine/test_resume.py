@@ -170,6 +170,10 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     ckpt = AtomicDetectionCheckpointer(model, str(tmp_path))
     ckpt.save("model_0000001")
     good = (tmp_path / "model_0000001.pth").read_bytes()
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model_0000001.pth", "last_checkpoint"):  # as open() makes them, not mkstemp's 0600
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
 
     def dies_half_way(obj, f, *args, **kwargs):
         f.write(b"half a checkpoint")
