@@ -59,8 +59,9 @@ def get(config_path: str, weights: Optional[str] = None, device: str = "cpu", op
     The plugin publishes no trained weights, so unlike detectron2's ``model_zoo.get`` nothing is
     downloaded: without ``weights`` the model is randomly initialised (the config's
     ``MODEL.WEIGHTS``, ImageNet weights for training, is not loaded); with ``weights`` every
-    weight is loaded from that file as the Predictor loads it (:func:`~fpn_plugin.checkpoint.load_inference_model`:
-    class count from the checkpoint, the format checks, nothing left random).
+    weight is loaded from that file as the Predictor loads it
+    (:func:`~fpn_plugin.checkpoint.load_inference_model`: class count from the checkpoint, the
+    format checks, nothing left random).
 
     Args:
         config_path: a shipped config's name (see :func:`list_configs`).
