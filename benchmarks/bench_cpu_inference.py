@@ -32,7 +32,8 @@ calibrated on ``--calibration-images`` training images for the match rate and on
 image for the timing), ``bf16``
 (plain model under bf16 autocast, what ``predict.py --bf16`` runs), ``fast+bf16`` (the fast
 path with its backbone and heads' heavy parts in bf16, what ``--fast-cpu --bf16`` runs),
-``fast+bf16-backbone`` (only the backbone in bf16), and
+``fast+bf16-backbone`` (only the backbone in bf16), ``fast-tvroi`` and ``fast+bf16-tvroi``
+(the fast path with torchvision's ROIAlign kernel instead of its NHWC gather), and
 ``onnxruntime`` (the model exported to ONNX by ``fpn_plugin.export``, run by onnxruntime's CPU
 provider: what ``predict.py --exported DIR`` runs; skipped without onnx/onnxruntime). On CPUs
 without native bf16 (no avx512_bf16 or AMX; ``python -m fpn_plugin.env``) oneDNN falls back to
@@ -77,6 +78,7 @@ SETTINGS = {
     "fp32": lambda m, c: (m, False),
     "fold": lambda m, c: (optimize_for_cpu(m, channels_last=False), False),
     "fast": lambda m, c: (optimize_for_cpu(m), False),  # = fold+nhwc: what --fast-cpu runs
+    "fast-tvroi": lambda m, c: (optimize_for_cpu(m, gather_roi_align=False), False),
     # torch's default: static for the first padded size, one symbolic recompile on a new size
     "fast+compile": lambda m, c: (optimize_for_cpu(m, compile=True), False),
     "fast+compile-dyn": lambda m, c: (optimize_for_cpu(m, compile="dynamic"), False),
@@ -85,9 +87,10 @@ SETTINGS = {
     "bf16": lambda m, c: (m, True),
     "fast+bf16": lambda m, c: (optimize_for_cpu(m, bf16=True), False),  # backbone and heads
     "fast+bf16-backbone": lambda m, c: (optimize_for_cpu(m, bf16=True, bf16_heads=False), False),
+    "fast+bf16-tvroi": lambda m, c: (optimize_for_cpu(m, bf16=True, gather_roi_align=False), False),
     "onnxruntime": lambda m, c: (onnxruntime_model(m, c[0]["image"]), False),
 }
-BF16_SETTINGS = ("bf16", "fast+bf16", "fast+bf16-backbone")
+BF16_SETTINGS = ("bf16", "fast+bf16", "fast+bf16-backbone", "fast+bf16-tvroi")
 
 
 def onnxruntime_available() -> bool:

@@ -13,6 +13,7 @@ from torch import nn
 from ...precision import choose_precision
 from .folding import fold_batch_norms
 from .int8 import quantize_rpn_conv
+from .roi_align import replace_roi_aligns
 from .wrappers import FastBackbone, wrap_heads
 
 __all__ = ["optimize_for_cpu"]
@@ -56,6 +57,7 @@ def optimize_for_cpu(
     compile: Union[bool, str] = False,
     int8_rpn: Optional[Sequence[dict]] = None,
     bf16_heads: bool = True,
+    gather_roi_align: bool = True,
     inplace: bool = False,
 ) -> nn.Module:
     """The CPU fast form of an eval-mode detectron2 meta-architecture (``GeneralizedRCNN``...).
@@ -78,6 +80,9 @@ def optimize_for_cpu(
         bf16_heads: with bf16, also run the heads' heavy parts in bf16 (the RPN head's shared
             conv, the box head, C4's res5; see :class:`~.wrappers.FastHead`); False keeps
             them fp32.
+        gather_roi_align: compute the ROI heads' ROIAlign by
+            :func:`~.roi_align.roi_align_nhwc` (the same result up to fp32 rounding, read from
+            the NHWC features in place) instead of torchvision's kernel.
         inplace: change ``model`` itself instead of a deep copy.
 
     Returns:
@@ -141,6 +146,9 @@ def optimize_for_cpu(
         model, channels_last, use_bf16 and bf16_heads,
         rpn_conv=int8_rpn is None and not use_compile,
     )
+    if gather_roi_align:
+        n = replace_roi_aligns(model)
+        logger.info("fast_cpu: %d ROIAlign layers computed as NHWC gathers", n)
     if wrapped:
         mode = "bf16" if use_bf16 and bf16_heads else "NHWC"
         logger.info("fast_cpu: %s in %s", mode, ", ".join(wrapped))

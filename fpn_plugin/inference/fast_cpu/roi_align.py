@@ -1,0 +1,209 @@
+"""ROIAlign as one weighted gather of NHWC feature rows, for the CPU fast path.
+
+torchvision's CPU ``roi_align`` (what detectron2's ``ROIAlign`` calls) reads NCHW, so each NHWC
+feature level of the fast path is first copied to NCHW, and its kernel walks the boxes and
+channels one at a time. Each output bin of ROIAlign is a weighted sum of feature-map pixels (the
+four bilinear neighbours of each sampling point, divided by the number of points), so here all
+boxes' neighbour indices and weights are computed at once, with the sampling points, clamping
+and zeroing rules of torchvision's kernel, and ``torch.nn.functional.embedding_bag`` sums the
+pixel rows (one bag per output bin). In NHWC a pixel's channels are one contiguous row, and the
+feature map is used in place.
+"""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FastROIAlign", "roi_align_nhwc", "replace_roi_aligns"]
+
+
+def _pair(size) -> Tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _roi_geometry(rois, output_size, spatial_scale, sampling_ratio, aligned):
+    """Per ROI: start (y, x), bin size (h, w) and sampling grid (h, w), as torchvision's kernel."""
+    pooled_h, pooled_w = output_size
+    offset = 0.5 if aligned else 0.0
+    x1 = rois[:, 1] * spatial_scale - offset
+    y1 = rois[:, 2] * spatial_scale - offset
+    roi_w = rois[:, 3] * spatial_scale - offset - x1
+    roi_h = rois[:, 4] * spatial_scale - offset - y1
+    if not aligned:  # the legacy form makes every box at least one pixel
+        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
+    if sampling_ratio > 0:
+        grid_h = torch.full_like(roi_h, sampling_ratio, dtype=torch.long)
+        grid_w = grid_h
+    else:  # adaptive: about one point per feature pixel
+        grid_h = torch.ceil(roi_h / pooled_h).long().clamp(min=0)
+        grid_w = torch.ceil(roi_w / pooled_w).long().clamp(min=0)
+    return (y1, x1), (roi_h / pooled_h, roi_w / pooled_w), (grid_h, grid_w)
+
+
+def _axis_neighbours(start, bin_size, pooled: int, grid: int, size: int):
+    """One axis of the sampling points of ``len(start)`` ROIs with the same ``grid``.
+
+    Returns (index, weight), each (n, pooled, grid, 2): the low and high neighbour of each
+    point and their bilinear weights, by torchvision's rules (points more than one pixel
+    outside the map weigh 0; points within it clamp to its border).
+    """
+    bins = torch.arange(pooled, dtype=start.dtype)[None, :, None]
+    points = (torch.arange(grid, dtype=start.dtype) + 0.5)[None, None, :]
+    start, bin_size = start[:, None, None], bin_size[:, None, None]
+    coord = start + bins * bin_size + points * bin_size / grid
+    inside = (coord >= -1.0) & (coord <= size)
+    coord = coord.clamp(min=0.0)
+    low = coord.long()
+    at_edge = low >= size - 1
+    low = torch.where(at_edge, torch.full_like(low, size - 1), low)
+    high = torch.where(at_edge, low, low + 1)
+    frac = torch.where(at_edge, torch.zeros_like(coord), coord - low)
+    weight = torch.stack((1.0 - frac, frac), dim=-1) * inside[..., None]
+    return torch.stack((low, high), dim=-1), weight
+
+
+def _group_neighbours(height, width, rois, start, bin_size, grid, output_size):
+    """Rows and weights of ROIs sharing one sampling grid: two (n, bins * 4 * points per bin).
+
+    Per ROI: its bins in row-major order, each the 4 neighbours of each of its points.
+    """
+    (pooled_h, pooled_w), (grid_h, grid_w) = output_size, grid
+    y_index, y_weight = _axis_neighbours(start[0], bin_size[0], pooled_h, grid_h, height)
+    x_index, x_weight = _axis_neighbours(start[1], bin_size[1], pooled_w, grid_w, width)
+    y_index = y_index * width + (rois[:, 0].long() * (height * width))[:, None, None, None]
+    y_weight = y_weight / (grid_h * grid_w)
+    # (n, bin y, bin x, point and neighbour in y, point and neighbour in x): the bag of a bin
+    # is its last two dimensions (the order inside a bag does not matter).
+    y_index, y_weight = y_index.flatten(2)[:, :, None, :, None], y_weight.flatten(2)[:, :, None, :, None]
+    x_index, x_weight = x_index.flatten(2)[:, None, :, None, :], x_weight.flatten(2)[:, None, :, None, :]
+    rows = y_index + x_index
+    weights = y_weight * x_weight
+    return rows.reshape(len(rois), -1), weights.reshape(len(rois), -1)
+
+
+def _chunks_in_order(flat: torch.Tensor, lengths: torch.Tensor, order: torch.Tensor):
+    """``flat`` holds one chunk per ROI in ``order``; return the chunks in ROI order."""
+    sorted_lengths = lengths[order]
+    start = torch.empty_like(lengths)
+    start[order] = torch.cumsum(sorted_lengths, 0) - sorted_lengths
+    first = torch.cumsum(lengths, 0) - lengths
+    position = torch.arange(len(flat)) - torch.repeat_interleave(first, lengths)
+    return flat[torch.repeat_interleave(start, lengths) + position]
+
+
+def roi_align_nhwc(
+    features: torch.Tensor,
+    rois: torch.Tensor,
+    output_size,
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> torch.Tensor:
+    """``torchvision.ops.roi_align`` computed as a weighted gather of pixel rows.
+
+    Args:
+        features: (N, C, H, W), fastest in channels_last memory (any layout works; NCHW is
+            copied to NHWC first).
+        rois: (K, 5): batch index, then x1, y1, x2, y2 in image coordinates.
+        output_size, spatial_scale, sampling_ratio, aligned: as torchvision's ``roi_align``.
+
+    Returns:
+        (K, C, pooled_h, pooled_w) in ``features``' dtype; equal to torchvision's result up to
+        float rounding.
+    """
+    if features.dim() != 4 or rois.dim() != 2 or rois.size(1) != 5:
+        raise ValueError(
+            f"roi_align_nhwc needs features (N, C, H, W) and rois (K, 5), got "
+            f"{tuple(features.shape)} and {tuple(rois.shape)}"
+        )
+    output_size = _pair(output_size)
+    n, channels, height, width = features.shape
+    pixels = features.permute(0, 2, 3, 1).reshape(n * height * width, channels)
+    rois = rois.float()
+    start, bin_size, (grid_h, grid_w) = _roi_geometry(
+        rois, output_size, spatial_scale, sampling_ratio, aligned
+    )
+    bins = output_size[0] * output_size[1]
+    # ROIs of one sampling grid get their neighbours computed together (no per-point
+    # index arithmetic); then every ROI's neighbours go back into ROI order for one gather.
+    grid_key = grid_h * (int(grid_w.max()) + 1 if len(rois) else 1) + grid_w
+    order = torch.argsort(grid_key, stable=True)
+    keys, counts = torch.unique_consecutive(grid_key[order], return_counts=True)
+    rows, weights, begin = [], [], 0
+    for count in counts.tolist():
+        members = order[begin:begin + count]
+        begin += count
+        grid = (int(grid_h[members[0]]), int(grid_w[members[0]]))
+        if grid[0] == 0 or grid[1] == 0:
+            continue  # no sampling points: these bins pool to zeros, as in torchvision
+        group_rows, group_weights = _group_neighbours(
+            height, width, rois[members], (start[0][members], start[1][members]),
+            (bin_size[0][members], bin_size[1][members]), grid, output_size,
+        )
+        rows.append(group_rows.flatten())
+        weights.append(group_weights.flatten())
+    per_bin = 4 * grid_h * grid_w
+    if len(keys) > 1:
+        rows = _chunks_in_order(torch.cat(rows), per_bin * bins, order)
+        weights = _chunks_in_order(torch.cat(weights), per_bin * bins, order)
+    else:
+        rows = rows[0] if rows else torch.zeros(0, dtype=torch.long)
+        weights = weights[0] if weights else torch.zeros(0)
+    bag_sizes = torch.repeat_interleave(per_bin, bins)
+    pooled = F.embedding_bag(
+        rows, pixels, torch.cumsum(bag_sizes, 0) - bag_sizes, mode="sum",
+        per_sample_weights=weights.to(pixels.dtype),
+    )
+    return pooled.reshape(len(rois), *output_size, channels).permute(0, 3, 1, 2)
+
+
+class FastROIAlign(nn.Module):
+    """Stands in for detectron2's ``ROIAlign``: same settings, computed by :func:`roi_align_nhwc`."""
+
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int, aligned: bool):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    @classmethod
+    def like(cls, roi_align: nn.Module) -> "FastROIAlign":
+        return cls(
+            roi_align.output_size, roi_align.spatial_scale, roi_align.sampling_ratio,
+            roi_align.aligned,
+        )
+
+    def forward(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        if features.is_quantized:
+            features = features.dequantize()
+        return roi_align_nhwc(
+            features, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
+            self.aligned,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+        )
+
+
+def replace_roi_aligns(model: nn.Module) -> int:
+    """Replace each detectron2 ``ROIAlign`` in ``model``'s poolers by :class:`FastROIAlign`.
+
+    Returns how many were replaced (ROIPool and other pooler types are left as they are).
+    """
+    from detectron2.layers import ROIAlign
+
+    replaced = 0
+    for module in model.modules():
+        poolers = getattr(module, "level_poolers", None)
+        if not isinstance(poolers, nn.ModuleList):
+            continue
+        for i, pooler in enumerate(poolers):
+            if type(pooler) is ROIAlign:
+                poolers[i] = FastROIAlign.like(pooler)
+                replaced += 1
+    return replaced
