@@ -124,6 +124,14 @@ def _add_backbone_keys(_C: CN) -> None:
     # Stride of a Bottleneck in its first 1x1 conv (True: MSRA/detectron2 weights) or in its 3x3
     # conv (False: torchvision weights). The checkpointer refuses weights trained the other way.
     _C.MODEL.PLUGIN_RESNET.STRIDE_IN_1X1 = False
+    # How the ROI heads' ROIAlign (POOLER_TYPE ROIAlign, ROIAlignV2) is computed in the models
+    # fpn_plugin builds (Trainer, Predictor, predict.py, evaluation): "gather" (one weighted
+    # gather of feature rows, fpn_plugin.modeling.roi_align: torchvision's result and gradient
+    # up to fp32 rounding, ~8x faster forward + backward on CPU, where torchvision's backward
+    # took about half of a training step), "torchvision" (detectron2's layer: torchvision's
+    # kernel) or "auto" (gather on the CPU, torchvision's kernel on CUDA). Export always traces
+    # torchvision's op; detectron2's own DefaultPredictor builds torchvision's.
+    _C.MODEL.PLUGIN_ROI_ALIGN = "auto"
     # What fpn_plugin.checkpoint.PluginCheckpointer does when the pixel format/mean/std or the
     # stride placement that MODEL.WEIGHTS was trained with differs from this config:
     # "error" (raise), "warn" (log a warning and load anyway) or "off" (no check).

@@ -16,7 +16,8 @@ def load_inference_model(cfg, dataset_class_names: Optional[List[str]] = None
     The class count comes from the checkpoint (``fit_classes_to_checkpoint``); the weights load
     through :meth:`PluginCheckpointer.from_config` for inference, so nothing of the model stays
     random, ``MODEL.PLUGIN_WEIGHTS.FORMAT_CHECK`` decides what a pixel-format mismatch does and
-    the safe readers (``ALLOW_UNSAFE_PICKLE``) read the file. An empty ``MODEL.WEIGHTS`` gives
+    the safe readers (``ALLOW_UNSAFE_PICKLE``) read the file; ``MODEL.PLUGIN_ROI_ALIGN``
+    chooses the ROIAlign kernel. An empty ``MODEL.WEIGHTS`` gives
     the model as built (random); callers that need weights refuse that first.
 
     Args:
@@ -32,8 +33,11 @@ def load_inference_model(cfg, dataset_class_names: Optional[List[str]] = None
     """
     from detectron2.modeling import build_model
 
+    from ..modeling.roi_align import use_configured_roi_align
+
     names = fit_classes_to_checkpoint(cfg, dataset_class_names) if cfg.MODEL.WEIGHTS else None
     model = build_model(cfg)
+    use_configured_roi_align(model, cfg)
     model.eval()
     if cfg.MODEL.WEIGHTS:
         PluginCheckpointer.from_config(cfg, model, for_inference=True).load(cfg.MODEL.WEIGHTS)

@@ -15,6 +15,7 @@ from fvcore.nn.precise_bn import get_bn_modules
 from ..checkpoint.metadata import ModelMetadata
 from ..data.register import config_class_names
 from ..device import resolve_device
+from ..modeling.roi_align import use_configured_roi_align
 from ..optional import available, install_hint
 from . import hooks
 from .atomic_save import AtomicPluginCheckpointer
@@ -98,6 +99,16 @@ class Trainer(ResumableTrainerMixin, DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     # ---- building blocks (override these) -------------------------------------------------
+
+    @classmethod
+    def build_model(cls, cfg):
+        """detectron2's model for ``cfg``, with ``MODEL.PLUGIN_ROI_ALIGN``'s ROIAlign kernel."""
+        from detectron2.modeling import build_model
+
+        model = build_model(cfg)
+        roi_align = use_configured_roi_align(model, cfg)
+        logger.info("Model (ROIAlign: %s):\n%s", roi_align, model)
+        return model
 
     @classmethod
     def build_checkpointer(cls, cfg, model, trainer=None):

@@ -41,7 +41,10 @@ def load_model(config_file: str, weights: str, opts: Sequence[str] = ()):
         raise ExportError(f"--weights {weights}: no such file")
     opts = list(opts)
     device = None if _sets_device(config_file, opts) else "cpu"
-    cfg = setup_config(config_file, opts + ["MODEL.WEIGHTS", weights], device=device, datasets="register")
+    # The gather ROIAlign groups boxes in Python by their sampling grid, which a trace would
+    # freeze to the sample image's boxes: export torchvision's RoiAlign op instead.
+    opts += ["MODEL.WEIGHTS", weights, "MODEL.PLUGIN_ROI_ALIGN", "torchvision"]
+    cfg = setup_config(config_file, opts, device=device, datasets="register")
     _check_exportable(cfg)
     return cfg, Predictor(cfg)  # fp32
 

@@ -10,10 +10,10 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ...modeling.roi_align import use_gather_roi_align
 from ...precision import choose_precision
 from .folding import fold_batch_norms
 from .int8 import quantize_rpn_conv
-from .roi_align import replace_roi_aligns
 from .wrappers import FastBackbone, wrap_heads
 
 __all__ = ["optimize_for_cpu"]
@@ -81,8 +81,9 @@ def optimize_for_cpu(
             conv, the box head, C4's res5; see :class:`~.wrappers.FastHead`); False keeps
             them fp32.
         gather_roi_align: compute the ROI heads' ROIAlign by
-            :func:`~.roi_align.roi_align_nhwc` (the same result up to fp32 rounding, read from
-            the NHWC features in place) instead of torchvision's kernel.
+            :class:`~fpn_plugin.modeling.roi_align.GatherROIAlign` (the same result up to fp32
+            rounding, read from the NHWC features in place) instead of torchvision's kernel
+            (a model built with ``MODEL.PLUGIN_ROI_ALIGN`` "auto" on CPU has it already).
         inplace: change ``model`` itself instead of a deep copy.
 
     Returns:
@@ -147,8 +148,8 @@ def optimize_for_cpu(
         rpn_conv=int8_rpn is None and not use_compile,
     )
     if gather_roi_align:
-        n = replace_roi_aligns(model)
-        logger.info("fast_cpu: %d ROIAlign layers computed as NHWC gathers", n)
+        n = use_gather_roi_align(model)
+        logger.info("fast_cpu: %d ROIAlign layers replaced by the gather ROIAlign", n)
     if wrapped:
         mode = "bf16" if use_bf16 and bf16_heads else "NHWC"
         logger.info("fast_cpu: %s in %s", mode, ", ".join(wrapped))

@@ -1,0 +1,144 @@
+"""The gather ROIAlign against torchvision's kernel (values, gradients), and where it is used."""
+import pytest
+import torch
+from torchvision.ops import roi_align
+
+from detectron2.layers import ROIAlign
+
+from fpn_plugin.inference.fast_cpu import optimize_for_cpu
+from fpn_plugin.modeling.roi_align import (
+    GatherROIAlign, gather_roi_align, use_configured_roi_align, use_gather_roi_align,
+)
+
+from .conftest import tiny_cfg
+from .test_fast_cpu import (
+    _assert_same_detections, _inputs, _tiny_c4_model, _tiny_model,
+)
+
+
+def _rois(generator, image_hw, count, batch):
+    """Boxes of many sizes (so many sampling grids), some outside the image, one empty."""
+    h, w = image_hw
+    xy = torch.rand(count, 2, generator=generator) * torch.tensor([w * 1.1, h * 1.1]) - 10
+    wh = torch.rand(count, 2, generator=generator) ** 2 * torch.tensor([w * 0.6, h * 0.6])
+    index = torch.randint(0, batch, (count, 1), generator=generator).float()
+    rois = torch.cat([index, xy, xy + wh], dim=1)
+    rois[0, 1:] = torch.tensor([-60.0, -50.0, -30.0, -20.0])  # wholly outside: zeros
+    rois[1, 1:] = torch.tensor([w - 5.0, h - 5.0, w + 40.0, h + 30.0])  # over the far border
+    rois[2, 1:] = torch.tensor([10.0, 12.0, 10.0, 12.0])  # empty: no sampling points
+    rois[3, 1:] = torch.tensor([5.0, 30.0, 300.0, 33.0])  # thin and long: grid 1 x many
+    return rois
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+@pytest.mark.parametrize("output_size", [7, (14, 14), (3, 5)])
+def test_gather_equals_torchvisions_roi_align(aligned, sampling_ratio, output_size):
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    scale = 0.25
+    features = torch.randn(2, 16, 30, 41, generator=g)
+    rois = _rois(g, (30 / scale, 41 / scale), 60, batch=2)
+    size = (output_size, output_size) if isinstance(output_size, int) else output_size
+    expected = roi_align(features, rois, size, scale, sampling_ratio, aligned)
+    for layout in (torch.channels_last, torch.contiguous_format):
+        got = gather_roi_align(
+            features.contiguous(memory_format=layout), rois, output_size, scale,
+            sampling_ratio, aligned,
+        )
+        assert got.shape == expected.shape and got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
+    assert expected[0].abs().max() == 0  # outside
+    if aligned and sampling_ratio == 0:  # (the legacy form makes the empty box one pixel)
+        assert expected[2].abs().max() == 0
+    assert expected[1].abs().max() > 0.1 and expected[3].abs().max() > 0.1
+
+
+def test_gradient_equals_torchvisions_and_is_deterministic():
+    g = torch.Generator().manual_seed(2)
+    rois = _rois(g, (96, 128), 50, batch=2)
+    upstream = torch.randn(50, 8, 7, 7, generator=g)
+    grads = {}
+    for name, pool in (("torchvision", lambda f: roi_align(f, rois, (7, 7), 0.25, 0, True)),
+                       ("gather", lambda f: gather_roi_align(f, rois, 7, 0.25, 0, True)),
+                       ("gather again", lambda f: gather_roi_align(f, rois, 7, 0.25, 0, True))):
+        features = torch.randn(2, 8, 24, 32, generator=torch.Generator().manual_seed(3))
+        features.requires_grad_(True)
+        pool(features).backward(upstream)
+        grads[name] = features.grad
+    torch.testing.assert_close(grads["gather"], grads["torchvision"], rtol=0, atol=1e-5)
+    assert torch.equal(grads["gather"], grads["gather again"])
+    assert grads["gather"].abs().max() > 0.1
+
+
+def test_layer_pools_bf16_in_fp32_with_fp32_boxes():
+    # Under bf16 autocast the pooler gets bf16 features. Like torchvision's autocast kernel the
+    # gather pools them in fp32 and returns bf16, but it keeps the boxes fp32: detectron2's layer
+    # casts them to the features' dtype, which in bf16 rounds image coordinates of 512-1023 px
+    # to steps of 4 px.
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(1, 32, 100, 150, generator=g).bfloat16()
+    rois = _rois(g, (400, 600), 40, batch=1)
+    layer = GatherROIAlign((7, 7), 0.25, 0, True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(features, rois)
+        detectron2s = ROIAlign((7, 7), 0.25, 0, True)(features, rois)
+    assert got.dtype == detectron2s.dtype == torch.bfloat16
+    in_fp32 = roi_align(features.float(), rois, (7, 7), 0.25, 0, True)
+    rounded_boxes = roi_align(features.float(), rois.bfloat16().float(), (7, 7), 0.25, 0, True)
+    torch.testing.assert_close(detectron2s, rounded_boxes.bfloat16(), rtol=0, atol=0)
+    # fp32 pooling rounded once: all but last-bit ties equal (bf16 pooling would not be).
+    assert (got == in_fp32.bfloat16()).float().mean() > 0.99
+    assert (got.float() - in_fp32).abs().max() <= in_fp32.abs().max() / 128
+    assert (detectron2s.float() - in_fp32).abs().max() > 0.1  # the rounded boxes show
+    none = gather_roi_align(features.float(), rois[:0], 7, 0.25, 0, True)
+    assert none.shape == (0, 32, 7, 7)
+
+
+def test_gather_refuses_wrong_shapes():
+    with pytest.raises(ValueError, match=r"rois \(K, 5\), got \(16, 32, 8, 8\) and \(3, 4\)"):
+        gather_roi_align(torch.zeros(16, 32, 8, 8), torch.zeros(3, 4), 7, 1.0, 0, True)
+
+
+def test_replace_keeps_each_poolers_settings():
+    model = _tiny_model()
+    before = [(p.output_size, p.spatial_scale, p.sampling_ratio, p.aligned)
+              for p in model.roi_heads.box_pooler.level_poolers]
+    assert use_gather_roi_align(model) == len(before) == 4  # FPN's p2..p5
+    poolers = model.roi_heads.box_pooler.level_poolers
+    assert all(type(p) is GatherROIAlign for p in poolers)
+    assert [(p.output_size, p.spatial_scale, p.sampling_ratio, p.aligned) for p in poolers] == before
+    assert use_gather_roi_align(model) == 0  # nothing left to replace
+
+
+@pytest.mark.parametrize("make_model", [_tiny_model, _tiny_c4_model], ids=["fpn", "c4"])
+def test_fast_path_uses_the_gather_and_gives_the_same_detections(make_model):
+    model = make_model()
+    fast = optimize_for_cpu(model)
+    torchvision_roi = optimize_for_cpu(model, gather_roi_align=False)
+    pooler = "pooler" if make_model is _tiny_c4_model else "box_pooler"
+    assert all(type(p) is GatherROIAlign for p in getattr(fast.roi_heads, pooler).level_poolers)
+    assert all(
+        type(p) is ROIAlign for p in getattr(torchvision_roi.roi_heads, pooler).level_poolers
+    )
+    with torch.no_grad():
+        for a, b in zip(torchvision_roi(_inputs()), fast(_inputs())):
+            _assert_same_detections(a["instances"], b["instances"], box_atol=1e-3)
+
+
+def test_configured_roi_align_auto_is_the_gather_on_cpu_only(monkeypatch):
+    cfg = tiny_cfg()
+    assert cfg.MODEL.PLUGIN_ROI_ALIGN == "auto" and cfg.MODEL.DEVICE == "cpu"
+    model = _tiny_model()
+    assert use_configured_roi_align(model, cfg) == "gather"
+    assert all(type(p) is GatherROIAlign for p in model.roi_heads.box_pooler.level_poolers)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a simulated GPU host
+    cfg.MODEL.DEVICE = "cuda"
+    model = _tiny_model()
+    assert use_configured_roi_align(model, cfg) == "torchvision"
+    assert all(type(p) is ROIAlign for p in model.roi_heads.box_pooler.level_poolers)
+    cfg.MODEL.PLUGIN_ROI_ALIGN = "gather"
+    assert use_configured_roi_align(model, cfg) == "gather"
+    cfg.MODEL.PLUGIN_ROI_ALIGN = "fast"
+    with pytest.raises(ValueError, match="PLUGIN_ROI_ALIGN must be one of auto, gather, torchvision, got 'fast'"):
+        use_configured_roi_align(model, cfg)
