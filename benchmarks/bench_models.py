@@ -9,7 +9,10 @@ Architectures: R18-FPN (``configs/fpn_r18.yaml``), R50-FPN (``fpn_r50.yaml``), R
 (``r50_c4_voc07.yaml``) and VGG16 (``vgg16_voc07.yaml``). Each plugin model's peer is
 detectron2's builtin model of the same architecture -- the plugin config with detectron2's own
 ResNet backbone (and ``Res5ROIHeads`` for C4), every other key the same -- holding the same
-weights (converted into the plugin's names); for R50-FPN also torchvision's
+weights (converted into the plugin's names). The plugin models are built as fpn_plugin's Trainer
+and Predictor build them: with ``MODEL.PLUGIN_ROI_ALIGN`` "auto", so on CPU their ROIAlign is
+the gather of ``fpn_plugin.modeling.roi_align`` (torchvision's result, faster), while the builtin
+models keep detectron2's layer (torchvision's kernel); for R50-FPN also torchvision's
 ``fasterrcnn_resnet50_fpn`` (its own weights, FrozenBN backbone as when trained from ImageNet)
 and the plugin's ``tv_fasterrcnn_r50_fpn.yaml`` loaded from that torchvision file. detectron2
 has no VGG16 detector: VGG16 is timed alone. Before timing, each pair's fp32 detections on the
@@ -76,6 +79,7 @@ from fpn_plugin.engine.precision import Precision
 from fpn_plugin.env import _cpu_flags, detectron2_origin
 from fpn_plugin.export.tracing import tracing_adapter_class
 from fpn_plugin.inference.fast_cpu import optimize_for_cpu
+from fpn_plugin.modeling.roi_align import use_configured_roi_align
 from fpn_plugin.precision import choose_precision
 
 from bench_cpu_inference import matched, timing_image
@@ -171,6 +175,7 @@ def build_architecture(architecture: str, image: torch.Tensor, device: str, tmp:
     rgb = cfg.INPUT.FORMAT == "RGB"
     torch.manual_seed(0)
     plugin = build_model(cfg).eval()
+    use_configured_roi_align(plugin, cfg)  # as the plugin's Trainer and Predictor build it
     infer = lambda m, x, rgb=rgb: detectron2_infer(m, x, rgb)  # noqa: E731
     train = lambda batch, rgb=rgb: [  # noqa: E731
         {"image": b["image"].flip(0) if rgb else b["image"], "instances": b["instances"]} for b in batch
@@ -221,6 +226,7 @@ def torchvision_pair(image, device: str, tmp: str) -> List[Candidate]:
     cfg = plugin_cfg("tv_fasterrcnn_r50_fpn.yaml", device)
     cfg.INPUT.TORCHVISION_RESIZE.MIN_SIZE, cfg.INPUT.TORCHVISION_RESIZE.MAX_SIZE = short, long
     plugin = build_model(cfg).eval()
+    use_configured_roi_align(plugin, cfg)
     PluginCheckpointer(plugin).load(path)
 
     def tv_train(batch):
