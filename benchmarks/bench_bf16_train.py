@@ -2,13 +2,16 @@
 """Training-step speed of bf16 autocast vs fp32 on CPU (or fp16 vs fp32 on CUDA).
 
     python benchmarks/bench_bf16_train.py [--models r18 r50] [--iters 8] [--batch 4]
+        [--roi-align torchvision gather]
 
 For each model (detectron2's builtin Faster R-CNN FPN from its model-zoo config, ResNet depth
 18 or 50, random weights), it times full training steps (forward, backward, SGD step) on the
 same random batch of ``--batch`` 192x256 images with boxes, in fp32 and in the mixed
 precision the trainer uses (``fpn_plugin.engine.precision.Precision``), and prints a table:
-model, precision, median s/iter, ratio to fp32, and the relative difference of the loss
-at the same weights and random draws. Whether bf16 is fast on a CPU depends on native bf16
+model, ROIAlign, precision, median s/iter, ratio to the fp32 step with detectron2's ROIAlign
+(torchvision's kernel), and the relative difference of the loss from that step's at the same
+weights and random draws. ``--roi-align gather`` times the model with the ROIAlign fpn_plugin's
+Trainer uses on CPU (``MODEL.PLUGIN_ROI_ALIGN`` auto: ``fpn_plugin.modeling.roi_align``). Whether bf16 is fast on a CPU depends on native bf16
 instructions (avx512_bf16, AMX; see ``python -m fpn_plugin.env``): without them the bf16
 convolutions are emulated and slower than fp32.
 """
@@ -18,6 +21,7 @@ import statistics
 import time
 
 import torch
+from tabulate import tabulate
 
 import fpn_plugin  # noqa: F401  (first: detectron2 compatibility fixes)
 from detectron2 import model_zoo
@@ -28,6 +32,7 @@ from detectron2.utils.events import EventStorage
 
 from fpn_plugin.device import resolve_device
 from fpn_plugin.engine.precision import Precision
+from fpn_plugin.modeling.roi_align import use_gather_roi_align
 from fpn_plugin.precision import choose_precision
 from fpn_plugin.env import _cpu_flags
 
@@ -92,6 +97,9 @@ def main():
     parser.add_argument("--iters", type=int, default=8, help="timed steps per precision")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--roi-align", nargs="+", default=["torchvision", "gather"],
+                        choices=["torchvision", "gather"],
+                        help="ROIAlign kernels to time (the first is the ratios' reference)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -103,22 +111,26 @@ def main():
           f"{args.warmup} warm-up + {args.iters} timed steps")
     rows = []
     for name in args.models:
-        model = build(int(name[1:]), device)
+        built = build(int(name[1:]), device)
         data = batch(args.batch, device)
-        ref_loss = first_loss(model, data, Precision("fp32", device))
-        results = {}
-        for precision in ("fp32", mixed):
-            p = Precision(precision, device)
-            times = time_steps(model, data, p, args.warmup, args.iters)
-            results[precision] = (statistics.median(times), first_loss(model, data, p))
-            print(f"  {name}-FPN {precision}: steps {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
-        for precision, (seconds, loss) in results.items():
-            rows.append((f"{name}-FPN", precision, f"{seconds:.3f}", f"{seconds / results['fp32'][0]:.2f}x",
-                         f"{abs(loss - ref_loss) / abs(ref_loss):.2e}"))
-    header = ("model", "precision", "s/iter (median)", "ratio to fp32", "loss rel. diff")
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(5)]
-    for row in [header] + rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+        ref_loss = first_loss(built, data, Precision("fp32", device))
+        reference = None
+        for roi_align in args.roi_align:
+            model = copy.deepcopy(built)
+            if roi_align == "gather":
+                use_gather_roi_align(model)
+            for precision in ("fp32", mixed):
+                p = Precision(precision, device)
+                times = time_steps(model, data, p, args.warmup, args.iters)
+                seconds, loss = statistics.median(times), first_loss(model, data, p)
+                reference = reference or seconds
+                print(f"  {name}-FPN {roi_align} {precision}: steps "
+                      f"{', '.join(f'{t:.2f}' for t in times)} s", flush=True)
+                rows.append((f"{name}-FPN", roi_align, precision, f"{seconds:.3f}",
+                             f"{seconds / reference:.2f}x", f"{abs(loss - ref_loss) / abs(ref_loss):.2e}"))
+    print(tabulate(rows, headers=("model", "ROIAlign", "precision", "s/iter (median)",
+                                  f"ratio to fp32 {args.roi_align[0]}", "loss rel. diff"),
+                   tablefmt="github"))
 
 
 if __name__ == "__main__":
