@@ -8,6 +8,10 @@
   pass over the feature map fewer per conv.
 - ``channels_last``: the backbone's 4-D weights in NHWC order. oneDNN's convolutions run on
   NHWC natively; the NCHW path reorders every activation before and after each conv.
+- ``gather_roi_align``: the ROI heads' ROIAlign as one gather of feature rows
+  (:mod:`fpn_plugin.modeling.roi_align`), which reads the NHWC features in place; torchvision's
+  kernel first copies each level to NCHW and walks boxes and channels one at a time. Same result
+  up to fp32 rounding.
 - ``compile`` (off by default): the backbone and RPN head compiled by ``torch.compile``
   (TorchInductor with its ``freezing``: weights become constants, so the convolutions run as
   oneDNN primitives with prepacked weights and the ReLUs and residual adds fused in). Same
