@@ -88,16 +88,6 @@ def _group_neighbours(height, width, rois, start, bin_size, grid, output_size):
     return rows.reshape(len(rois), -1), weights.reshape(len(rois), -1)
 
 
-def _chunks_in_order(flat: torch.Tensor, lengths: torch.Tensor, order: torch.Tensor):
-    """``flat`` holds one chunk per ROI in ``order``; return the chunks in ROI order."""
-    sorted_lengths = lengths[order]
-    start = torch.empty_like(lengths)
-    start[order] = torch.cumsum(sorted_lengths, 0) - sorted_lengths
-    first = torch.cumsum(lengths, 0) - lengths
-    position = torch.arange(len(flat)) - torch.repeat_interleave(first, lengths)
-    return flat[torch.repeat_interleave(start, lengths) + position]
-
-
 def gather_roi_align(
     features: torch.Tensor,
     rois: torch.Tensor,
@@ -131,36 +121,30 @@ def gather_roi_align(
         rois, output_size, spatial_scale, sampling_ratio, aligned
     )
     bins = output_size[0] * output_size[1]
-    # ROIs of one sampling grid get their neighbours computed together (no per-point
-    # index arithmetic); then every ROI's neighbours go back into ROI order for one gather.
+    # ROIs of one sampling grid are pooled together: their neighbours are broadcasts (no
+    # per-point index arithmetic) and each group's bags are of one size.
     grid_key = grid_h * (int(grid_w.max()) + 1 if len(rois) else 1) + grid_w
     order = torch.argsort(grid_key, stable=True)
     keys, counts = torch.unique_consecutive(grid_key[order], return_counts=True)
-    rows, weights, begin = [], [], 0
+    empty = bool(((grid_h == 0) | (grid_w == 0)).any())  # no sampling points: zeros
+    pooled = (pixels.new_zeros if empty else pixels.new_empty)((len(rois), bins, channels))
+    begin = 0
     for count in counts.tolist():
         members = order[begin:begin + count]
         begin += count
         grid = (int(grid_h[members[0]]), int(grid_w[members[0]]))
         if grid[0] == 0 or grid[1] == 0:
-            continue  # no sampling points: these bins pool to zeros, as in torchvision
-        group_rows, group_weights = _group_neighbours(
+            continue
+        rows, weights = _group_neighbours(
             height, width, rois[members], (start[0][members], start[1][members]),
             (bin_size[0][members], bin_size[1][members]), grid, output_size,
         )
-        rows.append(group_rows.flatten())
-        weights.append(group_weights.flatten())
-    per_bin = 4 * grid_h * grid_w
-    if len(keys) > 1:
-        rows = _chunks_in_order(torch.cat(rows), per_bin * bins, order)
-        weights = _chunks_in_order(torch.cat(weights), per_bin * bins, order)
-    else:
-        rows = rows[0] if rows else torch.zeros(0, dtype=torch.long)
-        weights = weights[0] if weights else torch.zeros(0)
-    bag_sizes = torch.repeat_interleave(per_bin, bins)
-    pooled = F.embedding_bag(
-        rows, pixels, torch.cumsum(bag_sizes, 0) - bag_sizes, mode="sum",
-        per_sample_weights=weights.to(pixels.dtype),
-    )
+        bag = 4 * grid[0] * grid[1]
+        group = F.embedding_bag(
+            rows.reshape(-1, bag), pixels, mode="sum",
+            per_sample_weights=weights.reshape(-1, bag).to(pixels.dtype),
+        )
+        pooled.index_copy_(0, members, group.reshape(count, bins, channels))
     return pooled.reshape(len(rois), *output_size, channels).permute(0, 3, 1, 2)
 
 
