@@ -81,10 +81,9 @@ def _group_neighbours(height, width, rois, start, bin_size, grid, output_size):
     y_weight = y_weight / (grid_h * grid_w)
     # (n, bin y, bin x, point and neighbour in y, point and neighbour in x): the bag of a bin
     # is its last two dimensions (the order inside a bag does not matter).
-    y_index, y_weight = y_index.flatten(2)[:, :, None, :, None], y_weight.flatten(2)[:, :, None, :, None]
-    x_index, x_weight = x_index.flatten(2)[:, None, :, None, :], x_weight.flatten(2)[:, None, :, None, :]
-    rows = y_index + x_index
-    weights = y_weight * x_weight
+    y_rows, x_rows = y_index.flatten(2)[:, :, None, :, None], x_index.flatten(2)[:, None, :, None, :]
+    rows = y_rows + x_rows
+    weights = y_weight.flatten(2)[:, :, None, :, None] * x_weight.flatten(2)[:, None, :, None, :]
     return rows.reshape(len(rois), -1), weights.reshape(len(rois), -1)
 
 
