@@ -54,8 +54,8 @@ def _axis_neighbours(start, bin_size, pooled: int, grid: int, size: int):
     point and their bilinear weights, by torchvision's rules (points more than one pixel
     outside the map weigh 0; points within it clamp to its border).
     """
-    bins = torch.arange(pooled, dtype=start.dtype)[None, :, None]
-    points = (torch.arange(grid, dtype=start.dtype) + 0.5)[None, None, :]
+    bins = torch.arange(pooled, dtype=start.dtype, device=start.device)[None, :, None]
+    points = (torch.arange(grid, dtype=start.dtype, device=start.device) + 0.5)[None, None, :]
     start, bin_size = start[:, None, None], bin_size[:, None, None]
     coord = start + bins * bin_size + points * bin_size / grid
     inside = (coord >= -1.0) & (coord <= size)
