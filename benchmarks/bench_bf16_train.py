@@ -11,9 +11,10 @@ precision the trainer uses (``fpn_plugin.engine.precision.Precision``), and prin
 model, ROIAlign, precision, median s/iter, ratio to the fp32 step with detectron2's ROIAlign
 (torchvision's kernel), and the relative difference of the loss from that step's at the same
 weights and random draws. ``--roi-align gather`` times the model with the ROIAlign fpn_plugin's
-Trainer uses on CPU (``MODEL.PLUGIN_ROI_ALIGN`` auto: ``fpn_plugin.modeling.roi_align``). Whether bf16 is fast on a CPU depends on native bf16
-instructions (avx512_bf16, AMX; see ``python -m fpn_plugin.env``): without them the bf16
-convolutions are emulated and slower than fp32.
+Trainer uses on CPU (``MODEL.PLUGIN_ROI_ALIGN`` auto: ``fpn_plugin.modeling.roi_align``).
+Whether bf16 is fast on a CPU depends on native bf16 instructions (avx512_bf16, AMX; see
+``python -m fpn_plugin.env``): without them the bf16 convolutions are emulated and slower than
+fp32.
 """
 import argparse
 import copy

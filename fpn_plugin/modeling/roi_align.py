@@ -124,7 +124,7 @@ def gather_roi_align(
     # per-point index arithmetic) and each group's bags are of one size.
     grid_key = grid_h * (int(grid_w.max()) + 1 if len(rois) else 1) + grid_w
     order = torch.argsort(grid_key, stable=True)
-    keys, counts = torch.unique_consecutive(grid_key[order], return_counts=True)
+    _, counts = torch.unique_consecutive(grid_key[order], return_counts=True)
     empty = bool(((grid_h == 0) | (grid_w == 0)).any())  # no sampling points: zeros
     pooled = (pixels.new_zeros if empty else pixels.new_empty)((len(rois), bins, channels))
     begin = 0

@@ -36,7 +36,6 @@ def _rois(generator, image_hw, count, batch):
 @pytest.mark.parametrize("sampling_ratio", [0, 2])
 @pytest.mark.parametrize("output_size", [7, (14, 14), (3, 5)])
 def test_gather_equals_torchvisions_roi_align(aligned, sampling_ratio, output_size):
-    torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     scale = 0.25
     features = torch.randn(2, 16, 30, 41, generator=g)
