@@ -33,7 +33,9 @@ image for the timing), ``bf16``
 (plain model under bf16 autocast, what ``predict.py --bf16`` runs), ``fast+bf16`` (the fast
 path with its backbone and heads' heavy parts in bf16, what ``--fast-cpu --bf16`` runs),
 ``fast+bf16-backbone`` (only the backbone in bf16), ``fast-tvroi`` and ``fast+bf16-tvroi``
-(the fast path with torchvision's ROIAlign kernel instead of its NHWC gather), and
+(the fast path with torchvision's ROIAlign kernel instead of its NHWC gather),
+``fast+bf16+compile``, ``fast+bf16+int8rpn`` and ``fast+bf16+compile+int8rpn`` (the bf16 fast
+path with its backbone and RPN head compiled, with the RPN conv in int8, or both), and
 ``onnxruntime`` (the model exported to ONNX by ``fpn_plugin.export``, run by onnxruntime's CPU
 provider: what ``predict.py --exported DIR`` runs; skipped without onnx/onnxruntime). On CPUs
 without native bf16 (no avx512_bf16 or AMX; ``python -m fpn_plugin.env``) oneDNN falls back to
@@ -88,9 +90,14 @@ SETTINGS = {
     "fast+bf16": lambda m, c: (optimize_for_cpu(m, bf16=True), False),  # backbone and heads
     "fast+bf16-backbone": lambda m, c: (optimize_for_cpu(m, bf16=True, bf16_heads=False), False),
     "fast+bf16-tvroi": lambda m, c: (optimize_for_cpu(m, bf16=True, gather_roi_align=False), False),
+    "fast+bf16+compile": lambda m, c: (optimize_for_cpu(m, bf16=True, compile=True), False),
+    "fast+bf16+int8rpn": lambda m, c: (optimize_for_cpu(m, bf16=True, int8_rpn=c), False),
+    "fast+bf16+compile+int8rpn": lambda m, c: (
+        optimize_for_cpu(m, bf16=True, compile=True, int8_rpn=c), False
+    ),
     "onnxruntime": lambda m, c: (onnxruntime_model(m, c[0]["image"]), False),
 }
-BF16_SETTINGS = ("bf16", "fast+bf16", "fast+bf16-backbone", "fast+bf16-tvroi")
+BF16_SETTINGS = tuple(name for name in SETTINGS if "bf16" in name)
 
 
 def onnxruntime_available() -> bool:

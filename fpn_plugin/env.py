@@ -17,7 +17,7 @@ from . import precision
 
 __all__ = ["collect", "detectron2_origin"]
 
-_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
 
 
 def _version(distribution: str) -> str:
@@ -58,6 +58,12 @@ def _auto_precision(device: str) -> str:
     return f"{choice.name} ({choice.reason})"
 
 
+def _int8_activations() -> str:
+    bits = precision.int8_activation_quant_max().bit_length()
+    why = "VNNI" if precision.cpu_has_vnni() else "no VNNI: 8 bits would saturate"
+    return f"{bits} bits ({why}; the fast path's int8 RPN conv)"
+
+
 def collect() -> list:
     """Return (name, value) rows describing the environment."""
     import detectron2
@@ -84,6 +90,7 @@ def collect() -> list:
         ("torch CPU capability", torch.backends.cpu.get_cpu_capability()),
         ("bf16 on CPU", "native" if precision.cpu_has_native_bf16() else "emulated (slower than fp32)"),
         ("precision auto", _auto_precision(resolve_device("auto"))),
+        ("int8 activations", _int8_activations()),
     ]
     return rows
 

@@ -14,6 +14,8 @@ CPU, emulated      fp32                        bf16 with a warning giving the me
 =================  ==========================  =======================================
 
 bf16 is native on a CPU with AVX512-BF16 or AMX; elsewhere oneDNN runs a reference kernel.
+The int8 convolutions of the CPU fast path use all 8 bits of their activations only where the
+CPU has AVX512-VNNI (:func:`int8_activation_quant_max`).
 """
 import logging
 import warnings
@@ -23,7 +25,7 @@ import torch
 
 __all__ = [
     "PRECISIONS", "PrecisionChoice", "choose_precision", "cpu_has_native_bf16", "cpu_bf16_flags", "cpu_flags",
-    "EMULATED_BF16_COST",
+    "EMULATED_BF16_COST", "cpu_has_vnni", "int8_activation_quant_max",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,26 @@ def cpu_has_native_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN
         return False
+
+
+def cpu_has_vnni() -> bool:
+    """True when torch's int8 CPU kernels use AVX512-VNNI here (torch's own check).
+
+    The one int8 capability check: tests simulate either answer by monkeypatching it here.
+    """
+    check = getattr(torch.cpu, "_is_vnni_supported", None)  # private; absent in old torch
+    return bool(check()) if check is not None else "avx512_vnni" in cpu_flags()
+
+
+def int8_activation_quant_max() -> int:
+    """The largest quint8 activation value the int8 convolutions may use on this CPU.
+
+    Without VNNI, fbgemm multiplies uint8 activations by int8 weights with ``vpmaddubsw``, whose
+    int16 sums saturate on full-range inputs: torch's x86 default keeps activations to 7 bits
+    (127). With AVX512-VNNI the products are summed in int32, so all 8 bits (255) are exact
+    and halve the rounding step.
+    """
+    return 255 if cpu_has_vnni() else 127
 
 
 def _native_reason() -> str:

@@ -23,3 +23,9 @@ def test_env_command_exits_0_and_reports_detectron2_origin():
 def test_origin_names_the_distribution():
     origin = env.detectron2_origin()
     assert any(word in origin for word in ("pb1-detectron2", "source build", "not installed by pip", "wheel"))
+
+
+def test_env_reports_the_int8_activation_bits_of_each_cpu_kind(monkeypatch):
+    for vnni, expected in ((True, "8 bits (VNNI;"), (False, "7 bits (no VNNI: 8 bits would saturate;")):
+        monkeypatch.setattr(env.precision, "cpu_has_vnni", lambda: vnni)
+        assert dict(env.collect())["int8 activations"].startswith(expected)

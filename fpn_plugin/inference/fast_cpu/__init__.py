@@ -18,12 +18,15 @@
   detections up to fp32 rounding. ``"static"`` compiles per padded input size (each new size a
   recompile; after torch's recompile limit, 8, it runs eager), ``"dynamic"`` once for symbolic
   sizes, ``True`` is torch's default: static for the first size, one symbolic recompile when
-  another size comes. Compilation happens at the first forward and needs a C++ compiler.
+  another size comes. Compilation happens at the first forward and needs a C++ compiler. With
+  ``bf16`` the autocast regions are compiled in (the same bf16 arithmetic, weights cast and
+  prepacked once).
 - ``int8_rpn`` (off by default; give it a few calibration images): the RPN head's shared 3x3
-  conv + ReLU as an int8 convolution (:class:`~.int8.Int8ConvReLU`). Only the proposals
-  change, a little; how much depends on the model.
+  conv + ReLU as an int8 convolution (:class:`~.int8.Int8ConvReLU`), with 8-bit activations
+  where the CPU has AVX512-VNNI and 7-bit ones elsewhere. Only the proposals change, a little;
+  how much depends on the model. Combines with ``bf16`` (the rest of the heavy parts in bf16).
 - ``bf16`` (off by default): the backbone, and with ``bf16_heads`` (default) the heads' heavy
-  parts (:class:`FastHead`), under bf16 autocast, eager (not with ``compile``).
+  parts (:class:`FastHead`), under bf16 autocast (compiled with ``compile``).
   Fast only on CPUs with native bf16 (avx512_bf16, AMX). ``"auto"`` follows
   :func:`fpn_plugin.precision.choose_precision` (bf16 only where it is native); ``True``
   forces it, with the policy's warning where it is emulated. Its detections differ from fp32

@@ -1,9 +1,10 @@
 """The RPN head's shared 3x3 conv + ReLU as an int8 convolution, calibrated on a few images.
 
 That conv is a quarter of R50-FPN's multiply-adds at 800x1199. It runs through torch's quantized
-CPU ops (fbgemm/oneDNN): weights per output channel, activations per tensor in the 7-bit range
-that AVX2 without VNNI needs, ranges from histograms of the calibration images' features of all
-levels. Only the proposals change, a little; the backbone and box head stay fp32. torch marks
+CPU ops (fbgemm/oneDNN): weights per output channel, activations per tensor in 8 bits where the
+CPU has AVX512-VNNI and in the 7-bit range that AVX2 without VNNI needs elsewhere
+(:func:`fpn_plugin.precision.int8_activation_quant_max`), ranges from histograms of the
+calibration images' features of all levels. Only the proposals change, a little; the backbone and box head stay fp32. torch marks
 its quantized tensors deprecated (torchao replaces them): this needs them.
 """
 from typing import Sequence
@@ -17,7 +18,7 @@ __all__ = ["Int8ConvReLU"]
 class Int8ConvReLU(nn.Module):
     """``relu(conv(x))`` as an int8 convolution: fp32 in, fp32 out.
 
-    The input is quantized per tensor (quint8, 7-bit range as fbgemm needs without VNNI) with
+    The input is quantized per tensor (quint8; 7-bit range without VNNI, as fbgemm needs) with
     a scale calibrated beforehand, the weight per output channel (qint8, symmetric); the int8
     conv with its fused ReLU requantizes to the calibrated output scale, then it is dequantized.
 
@@ -60,7 +61,8 @@ def quantize_rpn_conv(model: nn.Module, calibration: Sequence[dict]) -> None:
     """Replace the RPN head's shared 3x3 conv + ReLU by :class:`Int8ConvReLU`, in place.
 
     Its input and output ranges are observed (histograms, as torch's x86 default) on the
-    calibration images' features of every level, computed by the eager backbone.
+    calibration images' features of every level, as the fast backbone computes them (in bf16
+    where it runs in bf16; eager, so calibration compiles nothing).
 
     Args:
         model: a model whose backbone is already a ``FastBackbone``.
@@ -72,6 +74,8 @@ def quantize_rpn_conv(model: nn.Module, calibration: Sequence[dict]) -> None:
     """
     from torch.ao.quantization.observer import HistogramObserver
 
+    from ...precision import int8_activation_quant_max
+
     head = model.proposal_generator.rpn_head
     conv = getattr(head, "conv", None)
     if not (isinstance(conv, nn.Conv2d) and isinstance(getattr(conv, "activation", None), nn.ReLU)
@@ -82,10 +86,12 @@ def quantize_rpn_conv(model: nn.Module, calibration: Sequence[dict]) -> None:
         )
     if not calibration:
         raise ValueError("int8_rpn needs calibration inputs (a list of detectron2 input dicts)")
-    observers = [HistogramObserver(quant_min=0, quant_max=127) for _ in range(2)]
+    quant_max = int8_activation_quant_max()
+    observers = [HistogramObserver(quant_min=0, quant_max=quant_max) for _ in range(2)]
     for inputs in calibration:
         images = model.preprocess_image([inputs])
-        features = model.backbone.original(images.tensor)  # eager: nothing compiles here
+        # What the conv will see, bf16 rounding included; eager: nothing compiles here.
+        features = model.backbone.eager_forward(images.tensor)
         for name in model.proposal_generator.in_features:
             x = features[name]
             observers[0](x)

@@ -56,10 +56,17 @@ class FastBackbone(nn.Module):
         self.bf16 = bf16
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self._features(self.body, x)
+
+    def eager_forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The features ``forward`` gives, from the eager backbone (nothing compiles)."""
+        return self._features(self.original, x)
+
+    def _features(self, body: nn.Module, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            features = self.body(x)
+            features = body(x)
         return _to_fp32(dict(features))
 
     def output_shape(self):
