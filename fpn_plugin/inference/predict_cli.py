@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast-cpu", action="store_true",
                    help="CPU fast path: norms folded into convs, NHWC "
                         "(same detections up to fp32 rounding); with bf16 also bf16 in the backbone")
+    p.add_argument("--int8-rpn", nargs="+", metavar="IMAGE",
+                   help="with --fast-cpu: run the RPN head's 3x3 conv in int8, calibrated on these "
+                        "images (files, folders, globs: a few like the ones to predict); the "
+                        "detections change a little (README, 'CPU fast path')")
     p.add_argument("--coco-gt", help="COCO ground-truth JSON: take image and category ids from it")
     p.add_argument("--no-vis", action="store_true", help="write predictions.json only")
     p.add_argument("--fiftyone", metavar="NAME",
@@ -215,14 +219,29 @@ def _to_fiftyone(args, run: _Run, images: List[Path]) -> None:
           f"`import fiftyone as fo; fo.launch_app(fo.load_dataset({args.fiftyone!r}))`")
 
 
+def _calibration_images(specs: Optional[List[str]]) -> Optional[List[Path]]:
+    """The images ``--int8-rpn`` names; an error for anything else, so none is silently left out."""
+    if specs is None:
+        return None
+    found = expand_inputs(specs)
+    unusable = [f"{spec} ({reason})" for spec, reason in found.problems]
+    unusable += [f"{video} (a video: give image files)" for video in found.videos]
+    if unusable or not found.images:
+        raise ValueError("--int8-rpn needs calibration images; unusable: "
+                         + (", ".join(unusable) or "none found in " + " ".join(specs)))
+    return found.images
+
+
 def _predictor(args):
     """The eager Predictor of --config-file/--weights, or the runner of an --exported folder."""
     if not args.exported:
         if not args.config_file:
             raise ValueError("give --config-file (with --weights) or --exported DIR")
-        return Predictor(_setup_cfg(args), args.batch_size, args.precision, fast_cpu=args.fast_cpu)
+        return Predictor(_setup_cfg(args), args.batch_size, args.precision, fast_cpu=args.fast_cpu,
+                         int8_rpn_images=_calibration_images(args.int8_rpn))
     # The export fixed the model, its weights, precision, device (CPU) and batch of one.
     fixed = {"--config-file": args.config_file, "--weights": args.weights, "--fast-cpu": args.fast_cpu,
+             "--int8-rpn": args.int8_rpn,
              "--proposals": args.proposals, "--precision": args.precision != "fp32",
              "--batch-size": args.batch_size != 1, "--device": args.device not in ("auto", "cpu"),
              "config overrides": args.opts}

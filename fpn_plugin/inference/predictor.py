@@ -40,13 +40,15 @@ class Predictor:
     from the checkpoint when the trainer wrote them there.
     ``fast_cpu=True`` runs the model in the CPU fast form of
     :func:`~fpn_plugin.inference.fast_cpu.optimize_for_cpu` (same detections up to fp32
-    rounding; with precision "bf16" its backbone and heads in bf16).
+    rounding; with precision "bf16" its backbone and heads in bf16; with ``int8_rpn_images``
+    the RPN head's conv in int8, calibrated on those images).
 
     Attributes:
         class_names (list[str] or None): names of the model's contiguous class ids.
     """
 
-    def __init__(self, cfg, batch_size: int = 1, precision: str = "fp32", fast_cpu: bool = False):
+    def __init__(self, cfg, batch_size: int = 1, precision: str = "fp32", fast_cpu: bool = False,
+                 int8_rpn_images: Optional[Sequence] = None):
         """
         Args:
             cfg: a config with the fpn_plugin keys.
@@ -54,6 +56,10 @@ class Predictor:
             precision: "fp32" (default: the evaluator's detections), "auto", "bf16" or "fp16"
                 (see :func:`fpn_plugin.precision.choose_precision`).
             fast_cpu: run the CPU fast form of the model.
+            int8_rpn_images: with ``fast_cpu``, a few images like the ones to predict (paths or
+                PIL images) that calibrate the RPN head's conv in int8; None keeps it in the
+                fast path's precision. Changes the detections a little (README, "CPU fast
+                path").
         """
         self.cfg = cfg.clone()  # the model may modify it
         self.cfg.defrost()
@@ -77,17 +83,24 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.fast_cpu = fast_cpu
+        if int8_rpn_images is not None and not fast_cpu:
+            raise ValueError("int8_rpn_images is a step of the CPU fast path: give fast_cpu=True too")
         if fast_cpu:
-            self._make_fast()
+            self._make_fast(int8_rpn_images)
 
-    def _make_fast(self) -> None:
+    def _make_fast(self, int8_rpn_images: Optional[Sequence] = None) -> None:
         # The CPU fast path (inference/fast_cpu/): norms folded, NHWC; with precision "bf16" its
         # backbone and the heads' heavy parts under bf16.
         from .fast_cpu import optimize_for_cpu
 
         if torch.device(self.cfg.MODEL.DEVICE).type != "cpu":
             raise ValueError(f"fast_cpu is for MODEL.DEVICE cpu, got {self.cfg.MODEL.DEVICE!r}: drop fast_cpu on a GPU")
-        self.model = optimize_for_cpu(self.model, bf16=self.precision == "bf16", inplace=True)
+        calibration = None
+        if int8_rpn_images is not None:  # resized as the images to predict will be
+            calibration = [self.model_input(load_image(x)) for x in int8_rpn_images]
+        self.model = optimize_for_cpu(
+            self.model, bf16=self.precision == "bf16", int8_rpn=calibration, inplace=True
+        )
 
     def model_input(self, rgb: np.ndarray) -> dict:
         """The model's input dict for an RGB uint8 image: resized, in INPUT.FORMAT, CHW float."""

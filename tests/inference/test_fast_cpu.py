@@ -272,6 +272,62 @@ def test_predict_py_fast_cpu_writes_the_same_predictions(tiny_detector, tmp_path
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-2)
 
 
+def _write_images(folder, seed, count=2):
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"im{i}.png"), rng.integers(0, 256, (100, 140, 3), dtype=np.uint8))
+    return sorted(folder.iterdir())
+
+
+def test_int8_rpn_from_predict_py_and_the_predictor_is_the_same_calibrated_model(
+    tiny_detector, tmp_path
+):
+    cfg, _ = tiny_detector
+    config = tmp_path / "tiny.yaml"
+    config.write_text(cfg.dump())
+    images = _write_images(tmp_path / "images", seed=5)
+    calibration = _write_images(tmp_path / "calibration", seed=6)
+    predictor = Predictor(cfg, fast_cpu=True, int8_rpn_images=calibration)
+    conv = predictor.model.proposal_generator.rpn_head.conv
+    assert isinstance(conv, fast_cpu.Int8ConvReLU)
+    # Calibrated on the images resized as the Predictor resizes what it predicts.
+    plain = Predictor(cfg)
+    inputs = [plain.model_input(cv2.imread(str(f))[:, :, ::-1]) for f in calibration]
+    reference = optimize_for_cpu(plain.model, int8_rpn=inputs).proposal_generator.rpn_head.conv
+    assert (conv.input_scale, conv.qconv.scale) == (reference.input_scale, reference.qconv.scale)
+    out = tmp_path / "out"
+    code = main(["--config-file", str(config), "--input", str(tmp_path / "images"), "--output",
+                 str(out), "--no-vis", "--score-threshold", "0", "--device", "cpu", "--fast-cpu",
+                 "--int8-rpn", str(tmp_path / "calibration")])
+    assert code == 0
+    written = json.loads((out / "predictions.json").read_text())
+    expected = [d for f, o in zip(images, predictor.predict([str(f) for f in images]))
+                for d in o["instances"].pred_boxes.tensor.tolist()]
+    assert len(written) == len(expected) > 0
+    np.testing.assert_allclose([d["bbox"][:2] for d in written], [b[:2] for b in expected], atol=1e-3)
+
+
+def test_int8_rpn_without_the_fast_path_or_images_is_refused(tiny_detector, tmp_path, capsys):
+    cfg, _ = tiny_detector
+    calibration = _write_images(tmp_path / "calibration", seed=6, count=1)
+    with pytest.raises(ValueError, match="int8_rpn_images is a step of the CPU fast path"):
+        Predictor(cfg, int8_rpn_images=calibration)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(cfg.dump())
+    (tmp_path / "empty").mkdir()
+    common = ["--config-file", str(config), "--input", str(calibration[0]), "--output",
+              str(tmp_path / "out"), "--no-vis", "--device", "cpu"]
+    for extra, message in (
+        (["--int8-rpn", str(calibration[0])], "give fast_cpu=True too"),
+        (["--fast-cpu", "--int8-rpn", str(tmp_path / "empty")],
+         "--int8-rpn needs calibration images; unusable: " + str(tmp_path / "empty")),
+        (["--fast-cpu", "--int8-rpn", str(tmp_path / "missing.png")], "missing.png"),
+    ):
+        assert main(common + extra) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_the_default_is_fp32_on_every_cpu(monkeypatch):
     # The default must not change detections beyond fp32 rounding, whatever the CPU has.
     for native in (False, True):
