@@ -4,8 +4,9 @@ That conv is a quarter of R50-FPN's multiply-adds at 800x1199. It runs through t
 CPU ops (fbgemm/oneDNN): weights per output channel, activations per tensor in 8 bits where the
 CPU has AVX512-VNNI and in the 7-bit range that AVX2 without VNNI needs elsewhere
 (:func:`fpn_plugin.precision.int8_activation_quant_max`), ranges from histograms of the
-calibration images' features of all levels. Only the proposals change, a little; the backbone and box head stay fp32. torch marks
-its quantized tensors deprecated (torchao replaces them): this needs them.
+calibration images' features of all levels. Only the proposals change, a little; the backbone
+and box head keep the fast path's precision. torch marks its quantized tensors deprecated
+(torchao replaces them): this needs them.
 """
 from typing import Sequence
 

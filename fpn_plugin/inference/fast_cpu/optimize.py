@@ -76,7 +76,7 @@ def optimize_for_cpu(
             code); ``"dynamic"`` (symbolic sizes from the start). See the package doc.
         int8_rpn: calibration inputs (detectron2 input dicts, as ``model`` takes them; a few
             images like the ones to predict) to run the RPN head's 3x3 conv in int8; None
-            (default) keeps it fp32. Its activations use 8 bits with AVX512-VNNI, 7 without
+            (default) keeps it in the fast path's precision. Its activations use 8 bits with AVX512-VNNI, 7 without
             (:func:`~fpn_plugin.precision.int8_activation_quant_max`). With ``compile`` the
             RPN head stays eager. Changes the detections slightly: see the package doc.
         bf16_heads: with bf16, also run the heads' heavy parts in bf16 (the RPN head's shared
