@@ -250,15 +250,20 @@ def test_predictor_fast_cpu_refuses_fp16(tiny_detector):
         Predictor(cfg, precision="fp16", fast_cpu=True)
 
 
+def _write_images(folder, seed, count=2):
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"im{i}.png"), rng.integers(0, 256, (100, 140, 3), dtype=np.uint8))
+    return sorted(folder.iterdir())
+
+
 def test_predict_py_fast_cpu_writes_the_same_predictions(tiny_detector, tmp_path):
     cfg, _ = tiny_detector
     config = tmp_path / "tiny.yaml"
     config.write_text(cfg.dump())
     folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(2):
-        cv2.imwrite(str(folder / f"im{i}.png"), rng.integers(0, 256, (100, 140, 3), dtype=np.uint8))
+    _write_images(folder, seed=5)
     results = {}
     for flag in ([], ["--fast-cpu"]):
         out = tmp_path / ("fast" if flag else "plain")
@@ -271,14 +276,6 @@ def test_predict_py_fast_cpu_writes_the_same_predictions(tiny_detector, tmp_path
     for a, b in zip(plain, fast):
         assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-2)
-
-
-def _write_images(folder, seed, count=2):
-    folder.mkdir()
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        cv2.imwrite(str(folder / f"im{i}.png"), rng.integers(0, 256, (100, 140, 3), dtype=np.uint8))
-    return sorted(folder.iterdir())
 
 
 def test_int8_rpn_from_predict_py_and_the_predictor_is_the_same_calibrated_model(
@@ -303,10 +300,10 @@ def test_int8_rpn_from_predict_py_and_the_predictor_is_the_same_calibrated_model
                  "--int8-rpn", str(tmp_path / "calibration")])
     assert code == 0
     written = json.loads((out / "predictions.json").read_text())
-    expected = [d for f, o in zip(images, predictor.predict([str(f) for f in images]))
-                for d in o["instances"].pred_boxes.tensor.tolist()]
+    expected = [[x0, y0, x1 - x0, y1 - y0] for o in predictor.predict([str(f) for f in images])
+                for x0, y0, x1, y1 in o["instances"].pred_boxes.tensor.tolist()]  # XYWH, as written
     assert len(written) == len(expected) > 0
-    np.testing.assert_allclose([d["bbox"][:2] for d in written], [b[:2] for b in expected], atol=1e-3)
+    np.testing.assert_allclose([d["bbox"] for d in written], expected, atol=1e-3)
 
 
 def test_int8_rpn_without_the_fast_path_or_images_is_refused(tiny_detector, tmp_path, capsys):
