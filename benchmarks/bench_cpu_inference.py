@@ -42,6 +42,11 @@ without native bf16 (no avx512_bf16 or AMX; ``python -m fpn_plugin.env``) oneDNN
 a reference bf16 convolution, measured ~280x slower than fp32 on the 2-core AVX2 CPU this was
 written on (one R50-FPN image would take an hour): there ``--bf16 auto`` (the default) skips
 them and times one small conv in both precisions instead; ``--bf16 on`` forces them.
+
+Compute floor (``compute_floor.py``): each setting's convolution and linear multiply-adds,
+counted per precision in one forward (a compiled or exported setting as its eager twin), over
+this CPU's peak rates measured in the same run; time / floor says how far a setting is from
+what this CPU can do with that arithmetic.
 """
 import argparse
 import atexit
@@ -71,6 +76,8 @@ from fpn_plugin.checkpoint import load_inference_model
 from fpn_plugin.inference.fast_cpu import optimize_for_cpu
 from fpn_plugin.precision import choose_precision, cpu_has_native_bf16
 
+from compute_floor import count_macs, floor_seconds, measure_peaks, peaks_text
+
 # Beside the repository (absent in a user's clone: give --data, or nothing for a synthetic set).
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "facemask_coco")
 
@@ -98,6 +105,12 @@ SETTINGS = {
     "onnxruntime": lambda m, c: (onnxruntime_model(m, c[0]["image"]), False),
 }
 BF16_SETTINGS = tuple(name for name in SETTINGS if "bf16" in name)
+
+
+def arithmetic_twin(name: str) -> str:
+    """The eager setting computing what ``name`` computes: compiling or exporting a model
+    changes no layer's precision, and only eager layers can be counted."""
+    return "fast" if name == "onnxruntime" else name.replace("+compile-dyn", "").replace("+compile", "")
 
 
 def onnxruntime_available() -> bool:
@@ -267,7 +280,14 @@ def time_settings(args, data: str):
             + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()),
             flush=True,
         )
-    return {name: statistics.median(t) for name, t in times.items()}, first
+    macs = {}
+    for name in models:
+        twin = arithmetic_twin(name)
+        if twin not in macs:
+            model, bf16 = models[twin] if twin in models else SETTINGS[twin](base, inputs)
+            macs[twin] = count_macs(model, lambda: forward(model, inputs, bf16))
+        macs[name] = macs[twin]
+    return {name: statistics.median(t) for name, t in times.items()}, first, macs
 
 
 # ------------------------------------------------------------------------------------ match rate
@@ -461,22 +481,40 @@ def main(argv=None) -> int:
     print(
         f"timing: builtin R50-FPN at {args.size[0]}x{args.size[1]}, {args.repeats} interleaved rounds"
     )
-    medians, first = time_settings(args, args.data)
+    medians, first, macs = time_settings(args, args.data)
+    peaks = measure_peaks()
     reference = medians["fp32"]
     header = (
         f"| model | setting | s/image (median of {args.repeats}) | ratio to builtin fp32 "
+        f"| G multiply-adds fp32/bf16/int8 | compute floor s/image (ratio) | time / floor "
         f"| match rate ({label}, {total} fp32 dets) |"
     )
     probe = bf16_conv_probe() if args.bf16_skipped and args.bf16 == "auto" else None
+    print(
+        "compute floor: a setting's convolution and linear multiply-adds at this CPU's measured "
+        f"peaks ({peaks_text(peaks)}, {torch.get_num_threads()} threads), all else counted free"
+    )
     print()
     print(header)
-    print("|" + "---|" * 5)
+    print("|" + "---|" * 8)
+    floors = {}
     for name in args.settings:
         model = "R50-FPN builtin" if name == "fp32" else "R50-FPN"
         rate = "reference" if name == "fp32" else f"{100 * rates[name]:.1f} %"
-        print(
-            f"| {model} | {name} | {medians[name]:.2f} | {medians[name] / reference:.2f}x | {rate} |"
+        floor = floors[name] = floor_seconds(macs[name], peaks)
+        floor_cells = (
+            f"{floor:.2f} ({floor / reference:.2f}x) | {medians[name] / floor:.2f}x"
+            if floor is not None else "- | -"
         )
+        print(
+            f"| {model} | {name} | {medians[name]:.2f} | {medians[name] / reference:.2f}x "
+            f"| {macs_text(macs[name])} | {floor_cells} | {rate} |"
+        )
+    best = min((f, arithmetic_twin(n)) for n, f in floors.items() if f is not None)
+    print(
+        f"\nlowest compute floor: {best[1]}'s arithmetic, {best[0] / reference:.2f}x of the builtin fp32 "
+        "time: no setting here gets below it on this CPU without fewer or cheaper multiply-adds"
+    )
     compiled = [n for n in args.settings if "compile" in n]
     if compiled:
         print()
@@ -492,6 +530,10 @@ def main(argv=None) -> int:
             f"| fp32 {probe[0]:.4f}, bf16 {probe[1]:.3f} | {probe[1] / probe[0]:.0f}x slower | - |"
         )
     return 0
+
+
+def macs_text(macs) -> str:
+    return "/".join(f"{macs[p] / 1e9:.1f}" for p in ("fp32", "bf16", "int8"))
 
 
 @torch.no_grad()

@@ -1,0 +1,64 @@
+"""benchmarks/bench_cpu_inference.py end to end on a tiny model and image: its table's columns.
+
+No time is asserted; what is: every setting has a row, its multiply-adds split by precision as
+the setting computes (the int8 RPN conv moves work from fp32 to int8, the total stays), and its
+compute floor and time / floor are printed.
+"""
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from detectron2.modeling import build_model
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import bench_cpu_inference  # noqa: E402
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data", ["shared", "absent"])
+def test_a_tiny_run_prints_multiply_adds_and_the_compute_floor(tmp_path, monkeypatch, capsys, data):
+    from inference.conftest import tiny_cfg
+
+    folder = Path(bench_cpu_inference.DEFAULT_DATA) if data == "shared" else tmp_path / "none"
+    if data == "shared" and not (folder / "annotations" / "custom_val.json").is_file():
+        pytest.skip(f"{folder} (../shared/data beside the repository) is absent in this clone")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(cfg.dump())
+    settings = ["fp32", "fast", "fast+int8rpn"]
+    code = bench_cpu_inference.main([
+        "--config-file", str(config), "--weights", str(weights), "--settings", *settings,
+        "--size", "64", "96", "--repeats", "1", "--match-images", "2",
+        "--calibration-images", "1", "--bf16", "off", "--threads", "2", "--data", str(folder),
+    ])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert re.search(r"^compute floor: .*\(fp32 \d+, bf16 (\d+|-), int8 \d+ G multiply-adds/s, "
+                     r"2 threads\)", out, re.M)
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| R50-FPN") and len(cells) == 8:
+            rows[cells[1]] = cells
+    assert list(rows) == settings
+    macs = {name: [float(v) for v in row[4].split("/")] for name, row in rows.items()}
+    assert macs["fp32"] == macs["fast"] and macs["fp32"][0] > 0 and macs["fp32"][1:] == [0, 0]
+    fp32, bf16, int8 = macs["fast+int8rpn"]
+    assert int8 > 0 and bf16 == 0 and fp32 < macs["fp32"][0]
+    assert fp32 + int8 == pytest.approx(macs["fp32"][0], abs=0.15)  # one decimal printed
+    for name, row in rows.items():
+        floor, ratio = re.fullmatch(r"(\d+\.\d+) \((\d+\.\d+)x\)", row[5]).groups()
+        assert float(floor) > 0 and re.fullmatch(r"\d+\.\d+x", row[6])
+    assert rows["fp32"][7] == "reference" and re.fullmatch(r"\d+\.\d %", rows["fast"][7])
+    label = "trained: tiny.pth" if data == "shared" else "random weights: NOT valid"
+    assert f"match rate ({label}, " in out
+    assert re.search(r"^lowest compute floor: (fp32|fast|fast\+int8rpn)'s arithmetic, \d+\.\d+x",
+                     out, re.M)
