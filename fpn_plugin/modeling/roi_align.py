@@ -113,6 +113,30 @@ def gather_roi_align(
             f"{tuple(features.shape)} and {tuple(rois.shape)}"
         )
     output_size = _pair(output_size)
+    pooled = features.new_empty((len(rois), output_size[0] * output_size[1], features.shape[1]))
+    pool_into(pooled, None, features, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    return pooled.reshape(len(rois), *output_size, features.shape[1]).permute(0, 3, 1, 2)
+
+
+def pool_into(
+    out: torch.Tensor,
+    out_rows,
+    features: torch.Tensor,
+    rois: torch.Tensor,
+    output_size: Tuple[int, int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> None:
+    """:func:`gather_roi_align` of ``rois`` written into rows ``out_rows`` of ``out``.
+
+    Args:
+        out: (M, pooled_h * pooled_w, C), ``features``' dtype: each ROI's bins as rows of
+            channels (NHWC order), written in place.
+        out_rows: (K,) the row of ``out`` for each ROI, or None for rows 0..K-1.
+        features, rois, output_size (a pair), spatial_scale, sampling_ratio, aligned: as
+            :func:`gather_roi_align`.
+    """
     n, channels, height, width = features.shape
     pixels = features.permute(0, 2, 3, 1).reshape(n * height * width, channels)
     rois = rois.float()
@@ -125,14 +149,14 @@ def gather_roi_align(
     grid_key = grid_h * (int(grid_w.max()) + 1 if len(rois) else 1) + grid_w
     order = torch.argsort(grid_key, stable=True)
     _, counts = torch.unique_consecutive(grid_key[order], return_counts=True)
-    empty = bool(((grid_h == 0) | (grid_w == 0)).any())  # no sampling points: zeros
-    pooled = (pixels.new_zeros if empty else pixels.new_empty)((len(rois), bins, channels))
     begin = 0
     for count in counts.tolist():
         members = order[begin:begin + count]
         begin += count
+        rows_out = members if out_rows is None else out_rows[members]
         grid = (int(grid_h[members[0]]), int(grid_w[members[0]]))
-        if grid[0] == 0 or grid[1] == 0:
+        if grid[0] == 0 or grid[1] == 0:  # no sampling points: zeros, as torchvision
+            out.index_fill_(0, rows_out, 0)
             continue
         rows, weights = _group_neighbours(
             height, width, rois[members], (start[0][members], start[1][members]),
@@ -143,8 +167,7 @@ def gather_roi_align(
             rows.reshape(-1, bag), pixels, mode="sum",
             per_sample_weights=weights.reshape(-1, bag).to(pixels.dtype),
         )
-        pooled.index_copy_(0, members, group.reshape(count, bins, channels))
-    return pooled.reshape(len(rois), *output_size, channels).permute(0, 3, 1, 2)
+        out.index_copy_(0, rows_out, group.reshape(count, bins, channels))
 
 
 class GatherROIAlign(nn.Module):

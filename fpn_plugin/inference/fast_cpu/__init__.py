@@ -11,7 +11,9 @@
 - ``gather_roi_align``: the ROI heads' ROIAlign as one gather of feature rows
   (:mod:`fpn_plugin.modeling.roi_align`), which reads the NHWC features in place; torchvision's
   kernel first copies each level to NCHW and walks boxes and channels one at a time. Same result
-  up to fp32 rounding.
+  up to fp32 rounding. Each ``ROIPooler`` then writes every box once into NHWC rows, which a
+  box head's fc6 reads as they are, its weight columns reordered once
+  (:mod:`~.pooling`: two copies of all boxes' features fewer).
 - ``compile`` (off by default): the backbone and RPN head compiled by ``torch.compile``
   (TorchInductor with its ``freezing``: weights become constants, so the convolutions run as
   oneDNN primitives with prepacked weights and the ReLUs and residual adds fused in). Same
@@ -39,6 +41,7 @@ detections they keep; ``benchmarks/bench_cpu_inference.py`` measures them on you
 from .folding import fold_batch_norms, fold_conv_norm  # noqa: F401
 from .int8 import Int8ConvReLU  # noqa: F401
 from .optimize import optimize_for_cpu  # noqa: F401
+from .pooling import GatherROIPooler  # noqa: F401
 from .wrappers import FastBackbone, FastHead  # noqa: F401
 
 __all__ = ["optimize_for_cpu", "fold_batch_norms"]

@@ -14,6 +14,7 @@ from ...modeling.roi_align import use_gather_roi_align
 from ...precision import choose_precision
 from .folding import fold_batch_norms
 from .int8 import quantize_rpn_conv
+from .pooling import read_rois_nhwc
 from .wrappers import FastBackbone, wrap_heads
 
 __all__ = ["optimize_for_cpu"]
@@ -85,7 +86,8 @@ def optimize_for_cpu(
         gather_roi_align: compute the ROI heads' ROIAlign by
             :class:`~fpn_plugin.modeling.roi_align.GatherROIAlign` (the same result up to fp32
             rounding, read from the NHWC features in place) instead of torchvision's kernel
-            (a model built with ``MODEL.PLUGIN_ROI_ALIGN`` "auto" on CPU has it already).
+            (a model built with ``MODEL.PLUGIN_ROI_ALIGN`` "auto" on CPU has it already), with
+            each ROI pooler writing NHWC rows that fc6 reads in place (``pooling``).
         inplace: change ``model`` itself instead of a deep copy.
 
     Returns:
@@ -144,6 +146,7 @@ def optimize_for_cpu(
     if gather_roi_align:
         n = use_gather_roi_align(model)
         logger.info("fast_cpu: %d ROIAlign layers replaced by the gather ROIAlign", n)
+        logger.info("fast_cpu: ROI features kept NHWC in %s", ", ".join(read_rois_nhwc(model)) or "-")
     if wrapped:
         mode = "bf16" if use_bf16 and bf16_heads else "NHWC"
         logger.info("fast_cpu: %s in %s", mode, ", ".join(wrapped))

@@ -1,0 +1,122 @@
+"""The fast path's ROI pooling: every box pooled once into NHWC rows, read by fc6 as they are.
+
+detectron2's ``ROIPooler`` fills an NCHW zero tensor and copies each FPN level's ROIAlign
+result into it, and its box head's flatten copies that again into fc6's (C, h, w) order. Here
+each level's gather ROIAlign writes its boxes' rows of one (boxes, h * w, C) tensor in place
+(:class:`GatherROIPooler`), and fc6's weight columns are reordered once to (h, w, C) so the
+flatten is a view (:func:`read_rois_nhwc`): the same sums, without three passes over 1000
+boxes' features.
+"""
+import torch
+from torch import nn
+
+from ...modeling.roi_align import GatherROIAlign, pool_into
+from .wrappers import FastHead, _delegated_attribute
+
+__all__ = ["GatherROIPooler", "NHWCFlatten", "read_rois_nhwc"]
+
+
+class GatherROIPooler(nn.Module):
+    """Stands in for a detectron2 ``ROIPooler`` whose levels are all :class:`GatherROIAlign`.
+
+    Boxes go to levels by detectron2's own rule (``assign_boxes_to_levels``); the result is
+    the original's, (M, C, h, w), in channels_last memory.
+
+    Attributes:
+        pooler: the original ``ROIPooler``; its attributes are answered by it.
+    """
+
+    def __init__(self, pooler: nn.Module):
+        super().__init__()
+        levels = list(pooler.level_poolers)
+        if not levels or not all(type(p) is GatherROIAlign for p in levels):
+            raise TypeError("GatherROIPooler needs a ROIPooler whose levels are all GatherROIAlign")
+        self.pooler = pooler
+
+    def forward(self, x, box_lists):
+        from detectron2.modeling.poolers import assign_boxes_to_levels, convert_boxes_to_pooler_format
+
+        levels, pooler = self.pooler.level_poolers, self.pooler
+        if len(x) != len(levels) or len(box_lists) != x[0].size(0):
+            raise ValueError(
+                f"ROIPooler: {len(levels)} levels and a batch of {x[0].size(0)} expected, got "
+                f"{len(x)} feature maps and {len(box_lists)} box lists"
+            )
+        size = pooler.output_size if isinstance(pooler.output_size, tuple) else (pooler.output_size,) * 2
+        dtype, channels = x[0].dtype, x[0].shape[1]
+        compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        boxes = convert_boxes_to_pooler_format(box_lists)
+        if len(levels) == 1:
+            assignments = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
+        else:
+            assignments = assign_boxes_to_levels(
+                box_lists, pooler.min_level, pooler.max_level, pooler.canonical_box_size,
+                pooler.canonical_level,
+            )
+        out = x[0].new_empty((len(boxes), size[0] * size[1], channels), dtype=compute)
+        with torch.autocast(x[0].device.type, enabled=False):
+            for level, (features, layer) in enumerate(zip(x, levels)):
+                rows = torch.nonzero(assignments == level).squeeze(1)
+                if len(rows):
+                    pool_into(
+                        out, rows, features.to(compute), boxes[rows], size, layer.spatial_scale,
+                        layer.sampling_ratio, layer.aligned,
+                    )
+        return out.reshape(len(boxes), *size, channels).permute(0, 3, 1, 2).to(dtype)
+
+    def __getattr__(self, name: str):
+        return _delegated_attribute(self, "pooler", name)
+
+
+class NHWCFlatten(nn.Module):
+    """(M, C, h, w) -> (M, h * w * C): a view of channels_last input (a copy otherwise)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1).reshape(len(x), -1)
+
+
+@torch.no_grad()
+def read_rois_nhwc(model: nn.Module) -> list:
+    """Pool with :class:`GatherROIPooler` and let a box head's fc6 read its rows as they are.
+
+    Each ``ROIPooler`` of ``model`` whose levels are all :class:`GatherROIAlign` is replaced;
+    a detectron2 ``FastRCNNConvFCHead`` without convs fed by the replaced box pooler gets an
+    :class:`NHWCFlatten` and its fc6 columns permuted to (h, w, C) order. Returns the names of
+    what changed.
+    """
+    from detectron2.modeling.poolers import ROIPooler
+
+    changed = []
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is ROIPooler and all(type(p) is GatherROIAlign for p in child.level_poolers):
+                setattr(parent, name, GatherROIPooler(child))
+                changed.append(f"{parent_name}.{name}".lstrip("."))
+    roi_heads = getattr(model, "roi_heads", None)
+    head = getattr(roi_heads, "box_head", None)
+    head = head.module if isinstance(head, FastHead) else head
+    pooler = getattr(roi_heads, "box_pooler", None)
+    if isinstance(pooler, GatherROIPooler) and _flatten_then_fc(head):
+        bins = _bins(pooler)
+        fc6 = head.fc1
+        if fc6.in_features % bins:
+            raise ValueError(f"fc6 takes {fc6.in_features} inputs, not channels x {bins} bins")
+        by_channel = fc6.weight.reshape(fc6.out_features, fc6.in_features // bins, bins)
+        fc6.weight.copy_(by_channel.transpose(1, 2).reshape(fc6.out_features, -1).clone())
+        head.flatten = NHWCFlatten()
+        changed.append("roi_heads.box_head.flatten")
+    return changed
+
+
+def _bins(pooler: GatherROIPooler) -> int:
+    size = pooler.output_size
+    return size[0] * size[1] if isinstance(size, tuple) else size * size
+
+
+def _flatten_then_fc(head) -> bool:
+    """A detectron2 FastRCNNConvFCHead whose first layers are its flatten and fc6."""
+    children = list(head.named_children()) if isinstance(head, nn.Sequential) else []
+    return (
+        len(children) >= 2 and children[0][0] == "flatten" and isinstance(children[0][1], nn.Flatten)
+        and children[1][0] == "fc1" and isinstance(children[1][1], nn.Linear)
+    )
