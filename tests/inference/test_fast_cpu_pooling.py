@@ -69,6 +69,8 @@ def test_gather_pooler_pools_bf16_features_in_fp32_and_checks_its_inputs():
         fast(features[:3], box_lists)
     with pytest.raises(ValueError, match="got 4 feature maps and 1 box lists"):
         fast(features, box_lists[:1])
+    empty = [f[:0] for f in features]  # a batch of no images
+    assert fast(empty, []).shape == pooler(empty, []).shape == (0, 8, 7, 7)
     with pytest.raises(TypeError, match="levels are all GatherROIAlign"):
         GatherROIPooler(ROIPooler(7, SCALES, 0, "ROIAlignV2"))
 

@@ -44,6 +44,8 @@ class GatherROIPooler(nn.Module):
             )
         size = pooler.output_size if isinstance(pooler.output_size, tuple) else (pooler.output_size,) * 2
         dtype, channels = x[0].dtype, x[0].shape[1]
+        if not box_lists:  # an empty batch, as detectron2's pooler answers it
+            return x[0].new_zeros((0, channels, *size))
         compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
         boxes = convert_boxes_to_pooler_format(box_lists)
         if len(levels) == 1:
