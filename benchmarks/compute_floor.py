@@ -45,7 +45,7 @@ def _layer_precision(x) -> str:
 def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     if isinstance(module, nn.Linear):
         return output.numel() * module.in_features
-    kh, kw = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
+    kh, kw = module.kernel_size  # a pair in torch's float and quantized convolutions
     return output.numel() * (module.in_channels // module.groups) * kh * kw
 
 

@@ -10,7 +10,7 @@ boxes' features.
 import torch
 from torch import nn
 
-from ...modeling.roi_align import GatherROIAlign, pool_into
+from ...modeling.roi_align import GatherROIAlign, _pair, pool_into
 from .wrappers import FastHead, _delegated_attribute
 
 __all__ = ["GatherROIPooler", "NHWCFlatten", "read_rois_nhwc"]
@@ -28,8 +28,7 @@ class GatherROIPooler(nn.Module):
 
     def __init__(self, pooler: nn.Module):
         super().__init__()
-        levels = list(pooler.level_poolers)
-        if not levels or not all(type(p) is GatherROIAlign for p in levels):
+        if not _pools_by_gather(pooler):
             raise TypeError("GatherROIPooler needs a ROIPooler whose levels are all GatherROIAlign")
         self.pooler = pooler
 
@@ -42,19 +41,17 @@ class GatherROIPooler(nn.Module):
                 f"ROIPooler: {len(levels)} levels and a batch of {x[0].size(0)} expected, got "
                 f"{len(x)} feature maps and {len(box_lists)} box lists"
             )
-        size = pooler.output_size if isinstance(pooler.output_size, tuple) else (pooler.output_size,) * 2
+        size = _pair(pooler.output_size)
         dtype, channels = x[0].dtype, x[0].shape[1]
         if not box_lists:  # an empty batch, as detectron2's pooler answers it
             return x[0].new_zeros((0, channels, *size))
         compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
         boxes = convert_boxes_to_pooler_format(box_lists)
-        if len(levels) == 1:
-            assignments = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
-        else:
-            assignments = assign_boxes_to_levels(
-                box_lists, pooler.min_level, pooler.max_level, pooler.canonical_box_size,
-                pooler.canonical_level,
-            )
+        # One level (C4): min_level == max_level, so every box is assigned 0.
+        assignments = assign_boxes_to_levels(
+            box_lists, pooler.min_level, pooler.max_level, pooler.canonical_box_size,
+            pooler.canonical_level,
+        )
         out = x[0].new_empty((len(boxes), size[0] * size[1], channels), dtype=compute)
         with torch.autocast(x[0].device.type, enabled=False):
             for level, (features, layer) in enumerate(zip(x, levels)):
@@ -91,7 +88,7 @@ def read_rois_nhwc(model: nn.Module) -> list:
     changed = []
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is ROIPooler and all(type(p) is GatherROIAlign for p in child.level_poolers):
+            if type(child) is ROIPooler and _pools_by_gather(child):
                 setattr(parent, name, GatherROIPooler(child))
                 changed.append(f"{parent_name}.{name}".lstrip("."))
     roi_heads = getattr(model, "roi_heads", None)
@@ -99,7 +96,8 @@ def read_rois_nhwc(model: nn.Module) -> list:
     head = head.module if isinstance(head, FastHead) else head
     pooler = getattr(roi_heads, "box_pooler", None)
     if isinstance(pooler, GatherROIPooler) and _flatten_then_fc(head):
-        bins = _bins(pooler)
+        height, width = _pair(pooler.output_size)
+        bins = height * width
         fc6 = head.fc1
         if fc6.in_features % bins:
             raise ValueError(f"fc6 takes {fc6.in_features} inputs, not channels x {bins} bins")
@@ -110,9 +108,9 @@ def read_rois_nhwc(model: nn.Module) -> list:
     return changed
 
 
-def _bins(pooler: GatherROIPooler) -> int:
-    size = pooler.output_size
-    return size[0] * size[1] if isinstance(size, tuple) else size * size
+def _pools_by_gather(pooler: nn.Module) -> bool:
+    levels = list(pooler.level_poolers)
+    return bool(levels) and all(type(p) is GatherROIAlign for p in levels)
 
 
 def _flatten_then_fc(head) -> bool:
