@@ -131,8 +131,9 @@ def pool_into(
     """:func:`gather_roi_align` of ``rois`` written into rows ``out_rows`` of ``out``.
 
     Args:
-        out: (M, pooled_h * pooled_w, C), ``features``' dtype: each ROI's bins as rows of
-            channels (NHWC order), written in place.
+        out: (M, pooled_h * pooled_w, C): each ROI's bins as rows of channels (NHWC order),
+            written in place; in ``features``' dtype, or a narrower one that the sums are
+            rounded to.
         out_rows: (K,) the row of ``out`` for each ROI, or None for rows 0..K-1.
         features, rois, output_size (a pair), spatial_scale, sampling_ratio, aligned: as
             :func:`gather_roi_align`.
@@ -167,7 +168,7 @@ def pool_into(
             rows.reshape(-1, bag), pixels, mode="sum",
             per_sample_weights=weights.reshape(-1, bag).to(pixels.dtype),
         )
-        out.index_copy_(0, rows_out, group.reshape(count, bins, channels))
+        out.index_copy_(0, rows_out, group.reshape(count, bins, channels).to(out.dtype))
 
 
 class GatherROIAlign(nn.Module):

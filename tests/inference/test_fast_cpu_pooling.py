@@ -14,7 +14,7 @@ from fpn_plugin.inference.fast_cpu.pooling import GatherROIPooler, NHWCFlatten, 
 from fpn_plugin.modeling.roi_align import use_gather_roi_align
 
 from .conftest import tiny_cfg
-from .test_fast_cpu import _tiny_c4_model, _tiny_model
+from .test_fast_cpu import _inputs, _tiny_c4_model, _tiny_model
 from .test_roi_align import _rois
 
 SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)
@@ -75,6 +75,22 @@ def test_gather_pooler_pools_bf16_features_in_fp32_and_checks_its_inputs():
         GatherROIPooler(ROIPooler(7, SCALES, 0, "ROIAlignV2"))
 
 
+def test_bf16_rows_are_the_fp32_rows_rounded_as_a_bf16_fc6_would():
+    pooler = ROIPooler(7, SCALES, 0, "ROIAlignV2")
+    use_gather_roi_align(pooler)
+    features, box_lists = _features_and_boxes(2)
+    fp32 = GatherROIPooler(pooler)(features, box_lists)
+    rows = GatherROIPooler(pooler, rows_dtype=torch.bfloat16)
+    got = rows(features, box_lists)
+    assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, fp32.bfloat16())  # one rounding of the fp32 sums, nothing else
+    fc6 = nn.Linear(8 * 49, 16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(fc6(got.flatten(1)), fc6(fp32.flatten(1)))
+    empty = rows([f[:0] for f in features], [])
+    assert empty.shape == (0, 8, 7, 7) and empty.dtype == torch.bfloat16
+
+
 def test_fc6_reads_the_nhwc_rows_with_the_same_result():
     model = _tiny_model()
     head = copy.deepcopy(model.roi_heads.box_head)
@@ -114,6 +130,15 @@ def test_fast_path_reads_rois_nhwc_with_bf16_heads_and_not_without_the_gather(mo
     bf16 = optimize_for_cpu(model, bf16=True)
     assert isinstance(bf16.roi_heads.box_pooler, GatherROIPooler)
     assert isinstance(bf16.roi_heads.box_head.module.flatten, NHWCFlatten)  # inside FastHead
+    assert bf16.roi_heads.box_pooler.rows_dtype == torch.bfloat16  # what the bf16 fc6 reads
+    assert optimize_for_cpu(model).roi_heads.box_pooler.rows_dtype is None  # fp32 fc6
+    fp32_rows = copy.deepcopy(bf16)
+    fp32_rows.roi_heads.box_pooler.rows_dtype = None
+    with torch.no_grad():
+        for a, b in zip(bf16(_inputs()), fp32_rows(_inputs())):  # the same detections, exactly
+            assert len(a["instances"]) > 0
+            assert torch.equal(a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor)
+            assert torch.equal(a["instances"].scores, b["instances"].scores)
     plain = optimize_for_cpu(model, gather_roi_align=False)
     assert type(plain.roi_heads.box_pooler) is ROIPooler
     assert type(plain.roi_heads.box_head.flatten) is nn.Flatten

@@ -7,6 +7,8 @@ each level's gather ROIAlign writes its boxes' rows of one (boxes, h * w, C) ten
 flatten is a view (:func:`read_rois_nhwc`): the same sums, without three passes over 1000
 boxes' features.
 """
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -24,13 +26,17 @@ class GatherROIPooler(nn.Module):
 
     Attributes:
         pooler: the original ``ROIPooler``; its attributes are answered by it.
+        rows_dtype: None (the features' dtype), or the dtype the pooled values (computed in
+            fp32) are rounded to and returned in: bf16 for a box head that runs in bf16,
+            which would round its fp32 input the same way.
     """
 
-    def __init__(self, pooler: nn.Module):
+    def __init__(self, pooler: nn.Module, rows_dtype: Optional[torch.dtype] = None):
         super().__init__()
         if not _pools_by_gather(pooler):
             raise TypeError("GatherROIPooler needs a ROIPooler whose levels are all GatherROIAlign")
         self.pooler = pooler
+        self.rows_dtype = rows_dtype
 
     def forward(self, x, box_lists):
         from detectron2.modeling.poolers import assign_boxes_to_levels, convert_boxes_to_pooler_format
@@ -42,17 +48,18 @@ class GatherROIPooler(nn.Module):
                 f"{len(x)} feature maps and {len(box_lists)} box lists"
             )
         size = _pair(pooler.output_size)
-        dtype, channels = x[0].dtype, x[0].shape[1]
+        dtype, channels = self.rows_dtype or x[0].dtype, x[0].shape[1]
         if not box_lists:  # an empty batch, as detectron2's pooler answers it
-            return x[0].new_zeros((0, channels, *size))
-        compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+            return x[0].new_zeros((0, channels, *size), dtype=dtype)
+        compute = x[0].dtype if x[0].dtype in (torch.float32, torch.float64) else torch.float32
         boxes = convert_boxes_to_pooler_format(box_lists)
         # One level (C4): min_level == max_level, so every box is assigned 0.
         assignments = assign_boxes_to_levels(
             box_lists, pooler.min_level, pooler.max_level, pooler.canonical_box_size,
             pooler.canonical_level,
         )
-        out = x[0].new_empty((len(boxes), size[0] * size[1], channels), dtype=compute)
+        rows_dtype = self.rows_dtype or compute
+        out = x[0].new_empty((len(boxes), size[0] * size[1], channels), dtype=rows_dtype)
         with torch.autocast(x[0].device.type, enabled=False):
             for level, (features, layer) in enumerate(zip(x, levels)):
                 rows = torch.nonzero(assignments == level).squeeze(1)
@@ -80,8 +87,9 @@ def read_rois_nhwc(model: nn.Module) -> list:
 
     Each ``ROIPooler`` of ``model`` whose levels are all :class:`GatherROIAlign` is replaced;
     a detectron2 ``FastRCNNConvFCHead`` without convs fed by the replaced box pooler gets an
-    :class:`NHWCFlatten` and its fc6 columns permuted to (h, w, C) order. Returns the names of
-    what changed.
+    :class:`NHWCFlatten` and its fc6 columns permuted to (h, w, C) order, and where that head
+    runs in bf16 (a :class:`FastHead`), the pooler writes bf16 rows. Returns the names of what
+    changed.
     """
     from detectron2.modeling.poolers import ROIPooler
 
@@ -92,10 +100,14 @@ def read_rois_nhwc(model: nn.Module) -> list:
                 setattr(parent, name, GatherROIPooler(child))
                 changed.append(f"{parent_name}.{name}".lstrip("."))
     roi_heads = getattr(model, "roi_heads", None)
-    head = getattr(roi_heads, "box_head", None)
-    head = head.module if isinstance(head, FastHead) else head
+    wrapper = getattr(roi_heads, "box_head", None)
+    head = wrapper.module if isinstance(wrapper, FastHead) else wrapper
     pooler = getattr(roi_heads, "box_pooler", None)
     if isinstance(pooler, GatherROIPooler) and _flatten_then_fc(head):
+        if isinstance(wrapper, FastHead) and wrapper.bf16:
+            # fc6 under bf16 autocast rounds its input to bf16: the pooler does it instead.
+            pooler.rows_dtype = torch.bfloat16
+            changed.append("roi_heads.box_pooler (bf16 rows)")
         height, width = _pair(pooler.output_size)
         bins = height * width
         fc6 = head.fc1
