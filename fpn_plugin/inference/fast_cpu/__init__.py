@@ -13,7 +13,11 @@
   kernel first copies each level to NCHW and walks boxes and channels one at a time. Same result
   up to fp32 rounding. Each ``ROIPooler`` then writes every box once into NHWC rows, which a
   box head's fc6 reads as they are, its weight columns reordered once
-  (:mod:`~.pooling`: two copies of all boxes' features fewer).
+  (:mod:`~.pooling`: two copies of all boxes' features fewer); for a bf16 box head the rows
+  are written in bf16, rounded as its fc6 would round them.
+- ``rpn_topk``: detectron2's RPN picks each level's best anchors by ``topk`` before decoding
+  their boxes (:class:`~.proposals.TopKRPN`), instead of decoding every anchor and sorting all
+  scores (detectron2 0.6). The same proposals.
 - ``compile`` (off by default): the backbone and RPN head compiled by ``torch.compile``
   (TorchInductor with its ``freezing``: weights become constants, so the convolutions run as
   oneDNN primitives with prepacked weights and the ReLUs and residual adds fused in). Same
@@ -25,7 +29,9 @@
   prepacked once).
 - ``int8_rpn`` (off by default; give it a few calibration images): the RPN head's shared 3x3
   conv + ReLU as an int8 convolution (:class:`~.int8.Int8ConvReLU`), with 8-bit activations
-  where the CPU has AVX512-VNNI and 7-bit ones elsewhere. Only the proposals change, a little;
+  where the CPU has AVX512-VNNI and 7-bit ones elsewhere; the 1x1 convs after it read its
+  output dequantized a band of rows at a time (:class:`~.int8.Int8RPNHead`). Only the
+  proposals change, a little;
   how much depends on the model. Combines with ``bf16`` (the rest of the heavy parts in bf16).
 - ``bf16`` (off by default): the backbone, and with ``bf16_heads`` (default) the heads' heavy
   parts (:class:`FastHead`), under bf16 autocast (compiled with ``compile``).
@@ -39,9 +45,10 @@ detections they keep; ``benchmarks/bench_cpu_inference.py`` measures them on you
 (``--weights``).
 """
 from .folding import fold_batch_norms, fold_conv_norm  # noqa: F401
-from .int8 import Int8ConvReLU  # noqa: F401
+from .int8 import Int8ConvReLU, Int8RPNHead  # noqa: F401
 from .optimize import optimize_for_cpu  # noqa: F401
 from .pooling import GatherROIPooler  # noqa: F401
+from .proposals import TopKRPN  # noqa: F401
 from .wrappers import FastBackbone, FastHead  # noqa: F401
 
 __all__ = ["optimize_for_cpu", "fold_batch_norms"]

@@ -13,7 +13,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["Int8ConvReLU"]
+from .wrappers import _delegated_attribute
+
+__all__ = ["Int8ConvReLU", "Int8RPNHead"]
 
 
 class Int8ConvReLU(nn.Module):
@@ -53,13 +55,52 @@ class Int8ConvReLU(nn.Module):
         self.input_scale, self.input_zero_point = float(input_qparams[0]), int(input_qparams[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quantized(x).dequantize()
+
+    def quantized(self, x: torch.Tensor) -> torch.Tensor:
+        """The output before its dequantization: a quint8 tensor."""
         q = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, torch.quint8)
-        return self.qconv(q).dequantize()
+        return self.qconv(q)
+
+
+class Int8RPNHead(nn.Module):
+    """Stands in for a StandardRPNHead whose conv is an :class:`Int8ConvReLU`.
+
+    The same outputs as the head's own forward, bit for bit: the 1x1 objectness and box-delta
+    convs read the int8 conv's output dequantized a band of rows at a time (their result per
+    pixel does not depend on the band), so no full fp32 copy of the largest level is made.
+
+    Attributes:
+        head: the wrapped RPN head; any attribute it has is answered by it.
+    """
+
+    band_bytes = 4 << 20  # fp32 bytes dequantized at a time: a band that stays in cache
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        if not isinstance(getattr(head, "conv", None), Int8ConvReLU):
+            raise TypeError("Int8RPNHead needs an RPN head whose conv is an Int8ConvReLU")
+        self.head = head
+
+    def forward(self, features):
+        head = self.head
+        logits, deltas = [], []
+        for x in features:
+            t = head.conv.quantized(x)
+            rows = max(1, self.band_bytes // (4 * t.shape[1] * t.shape[3]))
+            bands = [t[:, :, r:r + rows].dequantize() for r in range(0, t.shape[2], rows)]
+            logits.append(torch.cat([head.objectness_logits(b) for b in bands], dim=2))
+            deltas.append(torch.cat([head.anchor_deltas(b) for b in bands], dim=2))
+        return logits, deltas
+
+    def __getattr__(self, name: str):
+        return _delegated_attribute(self, "head", name)
 
 
 @torch.no_grad()
 def quantize_rpn_conv(model: nn.Module, calibration: Sequence[dict]) -> None:
-    """Replace the RPN head's shared 3x3 conv + ReLU by :class:`Int8ConvReLU`, in place.
+    """Replace the RPN head's shared 3x3 conv + ReLU by :class:`Int8ConvReLU` and the head by
+    :class:`Int8RPNHead`, in place.
 
     Its input and output ranges are observed (histograms, as torch's x86 default) on the
     calibration images' features of every level, as the fast backbone computes them (in bf16
@@ -98,3 +139,7 @@ def quantize_rpn_conv(model: nn.Module, calibration: Sequence[dict]) -> None:
             observers[0](x)
             observers[1](conv(x))  # detectron2's Conv2d applies its ReLU
     head.conv = Int8ConvReLU(conv, *(o.calculate_qparams() for o in observers))
+    from detectron2.modeling.proposal_generator.rpn import StandardRPNHead
+
+    if type(head).forward is StandardRPNHead.forward:  # what Int8RPNHead computes
+        model.proposal_generator.rpn_head = Int8RPNHead(head)

@@ -15,6 +15,7 @@ from ...precision import choose_precision
 from .folding import fold_batch_norms
 from .int8 import quantize_rpn_conv
 from .pooling import read_rois_nhwc
+from .proposals import select_before_decoding
 from .wrappers import FastBackbone, wrap_heads
 
 __all__ = ["optimize_for_cpu"]
@@ -59,6 +60,7 @@ def optimize_for_cpu(
     int8_rpn: Optional[Sequence[dict]] = None,
     bf16_heads: bool = True,
     gather_roi_align: bool = True,
+    rpn_topk: bool = True,
     inplace: bool = False,
 ) -> nn.Module:
     """The CPU fast form of an eval-mode detectron2 meta-architecture (``GeneralizedRCNN``...).
@@ -80,6 +82,9 @@ def optimize_for_cpu(
             (default) keeps it in the fast path's precision. Its activations use 8 bits with AVX512-VNNI, 7 without
             (:func:`~fpn_plugin.precision.int8_activation_quant_max`). With ``compile`` the
             RPN head stays eager. Changes the detections slightly: see the package doc.
+        rpn_topk: detectron2's ``RPN`` becomes a :class:`~.proposals.TopKRPN`, which picks
+            each level's best anchors by ``topk`` before decoding their boxes (the same
+            proposals).
         bf16_heads: with bf16, also run the heads' heavy parts in bf16 (the RPN head's shared
             conv, the box head, C4's res5; see :class:`~.wrappers.FastHead`); False keeps
             them fp32.
@@ -143,6 +148,8 @@ def optimize_for_cpu(
     if use_compile and rpn_head is not None and int8_rpn is None:
         # After wrap_heads: with bf16 the compiled graph holds the conv's autocast region.
         model.proposal_generator.rpn_head = _compile(rpn_head, _COMPILE_DYNAMIC[compile])
+    if rpn_topk and select_before_decoding(model):
+        logger.info("fast_cpu: the RPN decodes only each level's top-k anchors")
     if gather_roi_align:
         n = use_gather_roi_align(model)
         logger.info("fast_cpu: %d ROIAlign layers replaced by the gather ROIAlign", n)
