@@ -51,6 +51,7 @@ what this CPU can do with that arithmetic.
 import argparse
 import atexit
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -263,6 +264,7 @@ def time_settings(args, data: str):
             )  # the bf16-is-slow warning: measured here
             models[name] = SETTINGS[name](base, inputs)  # int8: calibrated on the image
     times = {name: [] for name in models}
+    faulted = {name: [] for name in models}
     first = {}
     for name, (model, bf16) in models.items():
         for i in range(2):  # warm-up: oneDNN primitives, compiling
@@ -272,9 +274,10 @@ def time_settings(args, data: str):
                 first[name] = time.perf_counter() - start
     for r in range(args.repeats):
         for name, (model, bf16) in models.items():
-            start = time.perf_counter()
+            faults, start = minor_page_faults(), time.perf_counter()
             forward(model, inputs, bf16)
             times[name].append(time.perf_counter() - start)
+            faulted[name].append((minor_page_faults() - faults) * PAGE_BYTES)
         print(
             f"  round {r + 1}/{args.repeats}: "
             + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()),
@@ -287,7 +290,18 @@ def time_settings(args, data: str):
             model, bf16 = models[twin] if twin in models else SETTINGS[twin](base, inputs)
             macs[twin] = count_macs(model, lambda: forward(model, inputs, bf16))
         macs[name] = macs[twin]
-    return {name: statistics.median(t) for name, t in times.items()}, first, macs
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    return medians, first, macs, {name: statistics.median(b) for name, b in faulted.items()}
+
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def minor_page_faults() -> int:
+    """This process's minor page faults so far: memory the kernel mapped in on first touch
+    (glibc gets blocks over 32 MiB from mmap and returns them when freed, so each large tensor
+    is faulted in again)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 # ------------------------------------------------------------------------------------ match rate
@@ -481,13 +495,13 @@ def main(argv=None) -> int:
     print(
         f"timing: builtin R50-FPN at {args.size[0]}x{args.size[1]}, {args.repeats} interleaved rounds"
     )
-    medians, first, macs = time_settings(args, args.data)
+    medians, first, macs, faulted = time_settings(args, args.data)
     peaks = measure_peaks()
     reference = medians["fp32"]
     header = (
         f"| model | setting | s/image (median of {args.repeats}) | ratio to builtin fp32 "
         f"| G multiply-adds fp32/bf16/int8 | compute floor s/image (ratio) | time / floor "
-        f"| match rate ({label}, {total} fp32 dets) |"
+        f"| page-faulted MB/image | match rate ({label}, {total} fp32 dets) |"
     )
     probe = bf16_conv_probe() if args.bf16_skipped and args.bf16 == "auto" else None
     print(
@@ -496,7 +510,7 @@ def main(argv=None) -> int:
     )
     print()
     print(header)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 9)
     floors = {}
     for name in args.settings:
         model = "R50-FPN builtin" if name == "fp32" else "R50-FPN"
@@ -508,12 +522,17 @@ def main(argv=None) -> int:
         )
         print(
             f"| {model} | {name} | {medians[name]:.2f} | {medians[name] / reference:.2f}x "
-            f"| {macs_text(macs[name])} | {floor_cells} | {rate} |"
+            f"| {macs_text(macs[name])} | {floor_cells} | {faulted[name] / 1e6:.0f} | {rate} |"
         )
     best = min((f, arithmetic_twin(n)) for n, f in floors.items() if f is not None)
     print(
         f"\nlowest compute floor: {best[1]}'s arithmetic, {best[0] / reference:.2f}x of the builtin fp32 "
         "time: no setting here gets below it on this CPU without fewer or cheaper multiply-adds"
+    )
+    print(
+        "page-faulted: memory the kernel mapped in during one forward (median; faults x page "
+        "size, fewer where transparent huge pages are 'always'); glibc's default allocator maps "
+        "each block over 32 MiB afresh, which fp32 feature maps of this size are"
     )
     compiled = [n for n in args.settings if "compile" in n]
     if compiled:

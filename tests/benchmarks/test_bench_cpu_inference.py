@@ -46,7 +46,7 @@ def test_a_tiny_run_prints_multiply_adds_and_the_compute_floor(tmp_path, monkeyp
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if line.startswith("| R50-FPN") and len(cells) == 8:
+        if line.startswith("| R50-FPN") and len(cells) == 9:
             rows[cells[1]] = cells
     assert list(rows) == settings
     macs = {name: [float(v) for v in row[4].split("/")] for name, row in rows.items()}
@@ -57,8 +57,23 @@ def test_a_tiny_run_prints_multiply_adds_and_the_compute_floor(tmp_path, monkeyp
     for name, row in rows.items():
         floor, ratio = re.fullmatch(r"(\d+\.\d+) \((\d+\.\d+)x\)", row[5]).groups()
         assert float(floor) > 0 and re.fullmatch(r"\d+\.\d+x", row[6])
-    assert rows["fp32"][7] == "reference" and re.fullmatch(r"\d+\.\d %", rows["fast"][7])
+        assert re.fullmatch(r"\d+", row[7])  # page-faulted MB per image
+    assert rows["fp32"][8] == "reference" and re.fullmatch(r"\d+\.\d %", rows["fast"][8])
+    assert "| page-faulted MB/image |" in out
     label = "trained: tiny.pth" if data == "shared" else "random weights: NOT valid"
     assert f"match rate ({label}, " in out
     assert re.search(r"^lowest compute floor: (fp32|fast|fast\+int8rpn)'s arithmetic, \d+\.\d+x",
                      out, re.M)
+
+
+def test_page_faults_count_freshly_mapped_memory():
+    import mmap
+
+    size = 64 << 20
+    before = bench_cpu_inference.minor_page_faults()
+    memory = mmap.mmap(-1, size)  # anonymous: the kernel maps each page at its first write
+    for offset in range(0, size, bench_cpu_inference.PAGE_BYTES):
+        memory[offset] = 1
+    faulted = (bench_cpu_inference.minor_page_faults() - before) * bench_cpu_inference.PAGE_BYTES
+    memory.close()
+    assert size <= faulted <= 1.1 * size
