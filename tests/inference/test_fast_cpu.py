@@ -384,6 +384,11 @@ def test_bf16_runs_the_heads_heavy_parts_in_bf16_and_returns_fp32(monkeypatch, m
     heavy = [fast.proposal_generator.rpn_head.conv]
     heavy.append(fast.roi_heads.res5 if hasattr(model.roi_heads, "res5") else fast.roi_heads.box_head)
     assert all(isinstance(h, FastHead) and h.bf16 for h in heavy)
+    originals = [model.proposal_generator.rpn_head.conv]  # fp32, unoptimized
+    originals.append(model.roi_heads.res5 if hasattr(model.roi_heads, "res5") else model.roi_heads.box_head)
+    for module in (*heavy, fast.backbone):  # weights kept in bf16: autocast casts nothing
+        layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        assert layers and all(p.dtype == torch.bfloat16 for m in layers for p in m.parameters())
     inner, last = {}, {}  # per heavy module: the dtype it computes in; its last (input, output)
     for i, h in enumerate(heavy):
         h.module.register_forward_hook(lambda m, args, o, i=i: inner.__setitem__(i, o.dtype))
@@ -393,7 +398,7 @@ def test_bf16_runs_the_heads_heavy_parts_in_bf16_and_returns_fp32(monkeypatch, m
         for i, h in enumerate(heavy):  # the wrapper's output against its module run in fp32
             x, y = last[i]
             assert inner[i] == torch.bfloat16 and y.dtype == torch.float32
-            reference = h.module(x.float())  # the box head reads bf16 rows
+            reference = originals[i](x.float())  # the box head reads bf16 rows
             error = ((y - reference).norm() / reference.norm()).item()
             assert 0 < error < 2e-2, f"{type(h.module).__name__}: relative error {error:.1e}"
     instances = out[0]["instances"]
@@ -490,3 +495,22 @@ def test_fast_cpu_on_a_gpu_device_is_refused(tiny_detector):
     predictor.cfg.MODEL.DEVICE = "cuda:0"
     with pytest.raises(ValueError, match="fast_cpu is for MODEL.DEVICE cpu, got 'cuda:0'"):
         predictor._make_fast()
+
+
+def test_weights_stored_in_bf16_compute_what_autocast_computes():
+    from fpn_plugin.inference.fast_cpu.wrappers import store_weights_in_bf16
+
+    torch.manual_seed(0)
+    module = nn.Sequential(
+        nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.GroupNorm(2, 8), nn.ReLU(), nn.Flatten(),
+        nn.Linear(8 * 36, 5),
+    ).eval()
+    x = torch.randn(3, 4, 6, 6)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = module(x)
+        assert store_weights_in_bf16(module) == 2
+        got = module(x)
+    assert module[0].weight.dtype == module[4].weight.dtype == module[4].bias.dtype == torch.bfloat16
+    assert module[0].bias is None and module[1].weight.dtype == torch.float32  # the norm: as it was
+    assert not any(p.requires_grad for p in module.parameters() if p.dtype == torch.bfloat16)
+    assert torch.equal(got, expected)

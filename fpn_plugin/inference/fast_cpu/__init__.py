@@ -34,7 +34,8 @@
   proposals change, a little;
   how much depends on the model. Combines with ``bf16`` (the rest of the heavy parts in bf16).
 - ``bf16`` (off by default): the backbone, and with ``bf16_heads`` (default) the heads' heavy
-  parts (:class:`FastHead`), under bf16 autocast (compiled with ``compile``).
+  parts (:class:`FastHead`), under bf16 autocast (compiled with ``compile``), their convolution
+  and linear weights stored in bf16 so that autocast casts none of them at each forward.
   Fast only on CPUs with native bf16 (avx512_bf16, AMX). ``"auto"`` follows
   :func:`fpn_plugin.precision.choose_precision` (bf16 only where it is native); ``True``
   forces it, with the policy's warning where it is emulated. Its detections differ from fp32

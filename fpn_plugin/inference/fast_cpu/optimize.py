@@ -16,7 +16,7 @@ from .folding import fold_batch_norms
 from .int8 import quantize_rpn_conv
 from .pooling import read_rois_nhwc
 from .proposals import select_before_decoding
-from .wrappers import FastBackbone, wrap_heads
+from .wrappers import FastBackbone, store_weights_in_bf16, wrap_heads
 
 __all__ = ["optimize_for_cpu"]
 
@@ -134,6 +134,8 @@ def optimize_for_cpu(
     backbone = model.backbone
     if channels_last:
         backbone.to(memory_format=torch.channels_last)
+    if use_bf16:
+        store_weights_in_bf16(backbone)
     body = _compile(backbone, _COMPILE_DYNAMIC[compile]) if use_compile else None
     model.backbone = FastBackbone(backbone, body, channels_last, use_bf16)
     rpn_head = getattr(getattr(model, "proposal_generator", None), "rpn_head", None)

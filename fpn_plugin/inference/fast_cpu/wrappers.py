@@ -23,6 +23,30 @@ def _delegated_attribute(wrapper: nn.Module, inner: str, name: str):
         return getattr(module, name)
 
 
+_AUTOCAST_TO_BF16 = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
+
+
+@torch.no_grad()
+def store_weights_in_bf16(module: nn.Module) -> int:
+    """Keep the weight and bias of each convolution and linear layer of ``module`` in bf16.
+
+    For a module that runs under CPU bf16 autocast: autocast computes these layers with their
+    parameters cast to bf16, and caches no cast of a parameter that does not require grad, so
+    every forward would cast them all again (the box head's fc6 alone is 12.8 M weights).
+    Stored in bf16 the cast is a no-op: the same arithmetic. Other parameters (norms left
+    unfolded...) keep their dtype, which autocast may compute in. Returns the layers changed.
+    """
+    changed = 0
+    for layer in module.modules():
+        if isinstance(layer, _AUTOCAST_TO_BF16):
+            for name in ("weight", "bias"):
+                p = getattr(layer, name)
+                if p is not None and p.dtype == torch.float32:
+                    setattr(layer, name, nn.Parameter(p.bfloat16(), requires_grad=False))
+            changed += 1
+    return changed
+
+
 def _to_fp32(output):
     """``output`` (a tensor, or a list/tuple/dict of them) with its bf16 tensors as fp32."""
     if isinstance(output, torch.Tensor):
@@ -38,8 +62,9 @@ class FastBackbone(nn.Module):
     """Stands in for a detectron2 backbone: same interface, a faster body.
 
     The body (the original backbone or its torch.compile form) gets the image batch in NHWC
-    order and, with ``bf16``, runs under bf16 autocast; the features come back as fp32 so the
-    heads see what they always saw.
+    order and, with ``bf16``, runs under bf16 autocast (``optimize_for_cpu`` stores its
+    convolution weights in bf16, :func:`store_weights_in_bf16`); the features come back as
+    fp32 so the heads see what they always saw.
 
     Attributes:
         original: the (folded, NHWC) eager backbone; ``output_shape``, ``size_divisibility``
@@ -89,8 +114,9 @@ class FastHead(nn.Module):
     """Runs a head's heavy part (RPN conv, box head, C4's res5) in NHWC and/or bf16 autocast.
 
     4-D tensor inputs are made NHWC with ``channels_last``; with ``bf16`` the module runs under
-    CPU bf16 autocast and its tensor outputs come back as fp32, so what follows (box deltas,
-    softmax, NMS) computes in fp32 as before.
+    CPU bf16 autocast, its convolution and linear weights stored in bf16
+    (:func:`store_weights_in_bf16`), and its tensor outputs come back as fp32, so what follows
+    (box deltas, softmax, NMS) computes in fp32 as before.
 
     Attributes:
         module: the wrapped head module; any attribute it has is answered by it.
@@ -103,6 +129,8 @@ class FastHead(nn.Module):
         self.bf16 = bf16
         if channels_last:
             module.to(memory_format=torch.channels_last)
+        if bf16:
+            store_weights_in_bf16(module)
 
     def forward(self, x):
         if self.channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
