@@ -120,6 +120,20 @@ def measure_peaks(gemm: int = 2048, conv_hw=(100, 152), rounds: int = 5) -> Dict
     return peaks
 
 
+def best_peaks(*measurements: Dict[str, Optional[float]]) -> Dict[str, Optional[float]]:
+    """Each precision's highest rate over several :func:`measure_peaks` (None where never
+    measured): a peak is what the CPU can do, and a moment of contention only lowers it."""
+    return {
+        p: max((m[p] for m in measurements if m.get(p) is not None), default=None)
+        for p in PRECISIONS
+    }
+
+
+def below_floor(times: Dict[str, float], floors: Dict[str, Optional[float]]) -> list:
+    """The settings measured faster than their compute floor: the peaks were measured low."""
+    return [name for name, t in times.items() if floors.get(name) is not None and t < floors[name]]
+
+
 def floor_seconds(macs: Dict[str, int], peaks: Dict[str, Optional[float]]) -> Optional[float]:
     """Seconds ``macs`` take at ``peaks``; None where a precision it uses has no peak."""
     total = 0.0

@@ -117,6 +117,16 @@ def test_floor_is_each_precisions_work_at_its_peak():
     assert compute_floor.floor_seconds({"fp32": 1e9, "bf16": 0, "int8": 1}, peaks) is None
 
 
+def test_best_peaks_keep_each_precisions_highest_rate_and_flag_a_setting_below_its_floor():
+    first = {"fp32": 82e9, "bf16": 229e9, "int8": 452e9}
+    second = {"fp32": 110e9, "bf16": 220e9, "int8": None}
+    assert compute_floor.best_peaks(first, second) == {"fp32": 110e9, "bf16": 229e9, "int8": 452e9}
+    assert compute_floor.best_peaks({"fp32": 1e9, "bf16": None, "int8": 2e9})["bf16"] is None
+    floors = {"fast": 2.34, "fast+bf16": 0.85, "tiny": None}
+    times = {"fast": 2.20, "fast+bf16": 1.15, "tiny": 0.01}
+    assert compute_floor.below_floor(times, floors) == ["fast"]
+
+
 def test_every_benchmark_setting_is_counted_on_an_eager_twin_of_the_same_arithmetic():
     for name in bench_cpu_inference.SETTINGS:
         twin = bench_cpu_inference.arithmetic_twin(name)
