@@ -114,6 +114,7 @@ def quantize_rpn_conv(model: nn.Module, calibration: Sequence[dict]) -> None:
         ValueError: the RPN head is not detectron2's one-conv StandardRPNHead, or no
             calibration inputs.
     """
+    from detectron2.modeling.proposal_generator.rpn import StandardRPNHead
     from torch.ao.quantization.observer import HistogramObserver
 
     from ...precision import int8_activation_quant_max
@@ -139,7 +140,5 @@ def quantize_rpn_conv(model: nn.Module, calibration: Sequence[dict]) -> None:
             observers[0](x)
             observers[1](conv(x))  # detectron2's Conv2d applies its ReLU
     head.conv = Int8ConvReLU(conv, *(o.calculate_qparams() for o in observers))
-    from detectron2.modeling.proposal_generator.rpn import StandardRPNHead
-
     if type(head).forward is StandardRPNHead.forward:  # what Int8RPNHead computes
         model.proposal_generator.rpn_head = Int8RPNHead(head)

@@ -58,8 +58,9 @@ class GatherROIPooler(nn.Module):
             box_lists, pooler.min_level, pooler.max_level, pooler.canonical_box_size,
             pooler.canonical_level,
         )
-        rows_dtype = self.rows_dtype or compute
-        out = x[0].new_empty((len(boxes), size[0] * size[1], channels), dtype=rows_dtype)
+        out = x[0].new_empty(
+            (len(boxes), size[0] * size[1], channels), dtype=self.rows_dtype or compute
+        )
         with torch.autocast(x[0].device.type, enabled=False):
             for level, (features, layer) in enumerate(zip(x, levels)):
                 rows = torch.nonzero(assignments == level).squeeze(1)
