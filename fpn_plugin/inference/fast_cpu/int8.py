@@ -87,7 +87,7 @@ class Int8RPNHead(nn.Module):
         logits, deltas = [], []
         for x in features:
             t = head.conv.quantized(x)
-            rows = max(1, self.band_bytes // (4 * t.shape[1] * t.shape[3]))
+            rows = max(1, self.band_bytes // (4 * t[:, :, :1].numel()))  # fp32 bytes of a row
             bands = [t[:, :, r:r + rows].dequantize() for r in range(0, t.shape[2], rows)]
             logits.append(torch.cat([head.objectness_logits(b) for b in bands], dim=2))
             deltas.append(torch.cat([head.anchor_deltas(b) for b in bands], dim=2))
