@@ -62,6 +62,10 @@ def test_a_tiny_run_prints_multiply_adds_and_the_compute_floor(tmp_path, monkeyp
     assert "| page-faulted MB/image |" in out
     label = "trained: tiny.pth" if data == "shared" else "random weights: NOT valid"
     assert f"match rate ({label}, " in out
+    total = int(re.search(r"match rate \(.*, (\d+) fp32 dets\)", out).group(1))
+    summary = re.search(r"^  fp32 detections: (\d+), median score (\d\.\d\d), (\d+) at >= 0\.5$",
+                        out, re.M)
+    assert summary and int(summary.group(1)) == total >= int(summary.group(3))
     assert re.search(r"^lowest compute floor: (fp32|fast|fast\+int8rpn)'s arithmetic, \d+\.\d+x",
                      out, re.M)
 
@@ -78,3 +82,21 @@ def test_page_faults_count_freshly_mapped_memory():
     faulted = (bench_cpu_inference.minor_page_faults() - before) * bench_cpu_inference.PAGE_BYTES
     memory.close()
     assert size <= faulted <= 1.1 * size
+
+
+def test_the_fidelity_model_trains_the_same_on_every_run(tmp_path):
+    """Unseeded, the loader's image order and flips made every run's match rate that of another
+    model."""
+    data = Path(bench_cpu_inference.DEFAULT_DATA)
+    if not (data / "annotations" / "custom_train.json").is_file():
+        pytest.skip(f"{data} (../shared/data beside the repository) is absent in this clone")
+    cfg = bench_cpu_inference.small_facemask_cfg(str(data))
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (64,), 114  # a few seconds per run
+    runs = []
+    for k in range(2):
+        torch.manual_seed(k)  # what came before must not matter
+        bench_cpu_inference.train_small_model(cfg, 3, tmp_path / str(k))
+        runs.append(torch.load(tmp_path / str(k) / "facemask_r18_fpn_bn.pth")["model"])
+    assert runs[0].keys() == runs[1].keys()
+    for name in runs[0]:
+        assert torch.equal(runs[0][name], runs[1][name]), name
