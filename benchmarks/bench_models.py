@@ -36,9 +36,11 @@ the same run, over ``--repeats`` rounds interleaved across every model and setti
   ``--train-size`` with three boxes each, fp32 and bf16 (fp16 on CUDA) through the trainer's
   ``Precision``, with the relative difference of the reduced-precision loss at the same
   weights and random draws (checked on the RPN loss, see :func:`first_losses`);
-- peak memory of each call above the process's resident memory before it (sampled every ms
-  from /proc; large allocations are returned to the OS at once, see ``freed_memory_returned``);
-  on CUDA ``torch.cuda.max_memory_allocated`` above the allocation before;
+- peak memory of each call above the process's resident memory before it (the kernel's
+  high-water mark, VmHWM, reset before the call through /proc/self/clear_refs; sampled every ms
+  where that is not allowed; large allocations are returned to the OS at once, see
+  ``freed_memory_returned``); on CUDA ``torch.cuda.max_memory_allocated`` above the allocation
+  before;
 - parameters and FLOPs (fvcore's ``FlopCountAnalysis`` through detectron2's tracing adapter,
   as detectron2's ``tools/analyze_model.py``; one multiply-add counts as one flop);
 - inference time against the image's short side (``--scaling-sizes``, long side 1.5x).
@@ -282,8 +284,37 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak_rss() -> bool:
+    """Set the kernel's record of this process's peak resident memory (VmHWM) to what is
+    resident now (Linux >= 4.0); False where /proc does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def peak_memory_method(device: str) -> str:
+    if device.startswith("cuda"):
+        return "torch.cuda.max_memory_allocated above the allocation before each call"
+    how = ("the kernel's high-water mark (VmHWM), reset before each call" if _reset_peak_rss()
+           else "sampled every ms (/proc/self/clear_refs is not writable here)")
+    return f"resident memory above its level before each call: {how}"
+
+
 class PeakMemory:
-    """Peak memory of a block above its start: resident (sampled every ms) or CUDA allocated."""
+    """Peak memory of a block above its start: CUDA allocated, or resident, from the kernel's
+    high-water mark where it can be reset (exact: a sampler misses peaks shorter than its
+    period) and else sampled every ms."""
 
     def __init__(self, device: str):
         self.cuda = device.startswith("cuda")
@@ -298,9 +329,11 @@ class PeakMemory:
         elif self.available:
             _trim_heap()  # what earlier calls freed is not counted as this one's
             self.start = self.high = _rss()
-            self.done = threading.Event()
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
+            self.kernel_peak = _reset_peak_rss()
+            if not self.kernel_peak:
+                self.done = threading.Event()
+                self.thread = threading.Thread(target=self._sample, daemon=True)
+                self.thread.start()
         return self
 
     def _sample(self):
@@ -311,6 +344,8 @@ class PeakMemory:
         if self.cuda:
             torch.cuda.synchronize()
             self.peak = torch.cuda.max_memory_allocated() - self.start
+        elif self.available and self.kernel_peak:
+            self.peak = _peak_rss() - self.start
         elif self.available:
             self.done.set()
             self.thread.join()
@@ -543,6 +578,7 @@ def machine_header(args) -> str:
     if args.cuda:
         lines.append(f"GPU: {torch.cuda.get_device_name(args.device)}")
     lines.append(f"reduced precision: {args.reduced or f'none ({args.reduced_why})'}")
+    lines.append("peak memory: " + peak_memory_method(args.device))
     return "\n".join(lines)
 
 

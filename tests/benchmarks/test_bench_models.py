@@ -8,6 +8,7 @@ parameters, and the reduced precision rows appear exactly where the CPU computes
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,28 @@ def test_builtin_twin_changes_only_the_backbone_and_res5_head():
     assert r18.MODEL.RESNETS.RES2_OUT_CHANNELS == 64
 
 
+@pytest.mark.parametrize("kernel_peak", [True, False], ids=["high-water mark", "sampled"])
+def test_peak_memory_counts_a_block_freed_inside_the_call(monkeypatch, kernel_peak):
+    """200 MiB touched and freed within the block: its peak, not what is left at its end nor
+    an earlier, higher one."""
+    import numpy as np
+
+    if not kernel_peak:
+        monkeypatch.setattr(bench_models, "_reset_peak_rss", lambda: False)
+    elif not bench_models._reset_peak_rss():
+        pytest.skip("/proc/self/clear_refs is not writable here: the sampled branch measures")
+    size = 200 << 20
+    with bench_models.freed_memory_returned():
+        np.ones(2 * size, dtype=np.uint8)  # freed at once: an earlier, higher peak, not this block's
+        with bench_models.PeakMemory("cpu") as memory:
+            block = np.ones(size, dtype=np.uint8)  # written: resident
+            if not kernel_peak:
+                time.sleep(0.05)  # a sampler sees only what lasts; the mark needs no wait
+            del block  # over the mmap threshold: unmapped at once
+    assert memory.kernel_peak is kernel_peak
+    assert size - (1 << 20) <= memory.peak <= size + (32 << 20)  # other pages come and go
+
+
 def _table(output: str, title: str) -> list:
     """The rows (lists of cells) of the markdown table after the line starting with title."""
     lines = output.splitlines()
@@ -63,6 +86,8 @@ def test_quick_run_prints_every_table():
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
     assert re.search(r"^CPU: .+ cores; flags: ", out, re.M)
+    assert re.search(r"^peak memory: resident memory above its level before each call: "
+                     r"(the kernel's high-water mark|sampled every ms)", out, re.M)
     assert re.search(r"^torch \S+, \d+ threads; detectron2 ", out, re.M)
 
     inference = _table(out, "Inference, one 400x600 image")
