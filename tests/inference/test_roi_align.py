@@ -72,6 +72,26 @@ def test_gradient_equals_torchvisions_and_is_deterministic():
     assert grads["gather"].abs().max() > 0.1
 
 
+def test_backward_keeps_no_copy_of_the_pooled_features():
+    """Training memory: what autograd saves for the backward is the gather's indices and
+    weights, not the pooled output (index_copy_ kept it: +70 MB in an R50-FPN training step)."""
+    g = torch.Generator().manual_seed(4)
+    rois = _rois(g, (96, 128), 200, batch=2)
+    features = torch.randn(2, 64, 24, 32, generator=g, requires_grad=True)
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        pooled = gather_roi_align(features, rois, 7, 0.25, 0, True)
+    assert saved, "nothing saved: is the gradient still computed?"
+    float_bytes = sum(t.numel() * t.element_size() for t in saved if t.is_floating_point())
+    assert not any(t.shape[1:] == (49, 64) for t in saved)  # no pooled group
+    assert float_bytes < pooled.numel() * pooled.element_size() / 4
+
+
 def test_layer_pools_bf16_in_fp32_with_fp32_boxes():
     # Under bf16 autocast the pooler gets bf16 features. Like torchvision's autocast kernel the
     # gather pools them in fp32 and returns bf16, but it keeps the boxes fp32: detectron2's layer
