@@ -113,9 +113,68 @@ def gather_roi_align(
             f"{tuple(features.shape)} and {tuple(rois.shape)}"
         )
     output_size = _pair(output_size)
-    pooled = features.new_empty((len(rois), output_size[0] * output_size[1], features.shape[1]))
-    pool_into(pooled, None, features, rois, output_size, spatial_scale, sampling_ratio, aligned)
-    return pooled.reshape(len(rois), *output_size, features.shape[1]).permute(0, 3, 1, 2)
+    n, channels, height, width = features.shape
+    if len(rois) == 0:
+        return features.new_zeros((0, channels, *output_size))
+    # One embedding_bag over every ROI's bins, in ROI order: its output is the result, with
+    # no copy into place whose backward would need one more feature-sized gradient.
+    rows, weights, offsets = _roi_bags(
+        height, width, rois.float(), output_size, spatial_scale, sampling_ratio, aligned
+    )
+    pooled = F.embedding_bag(
+        rows, _pixel_rows(features), offsets, mode="sum",
+        per_sample_weights=weights.to(features.dtype),
+    )
+    return pooled.reshape(len(rois), *output_size, channels).permute(0, 3, 1, 2)
+
+
+def _pixel_rows(features: torch.Tensor) -> torch.Tensor:
+    """(N * H * W, C): a view of channels_last features, a copy of NCHW ones."""
+    n, channels, height, width = features.shape
+    return features.permute(0, 2, 3, 1).reshape(n * height * width, channels)
+
+
+def _grid_groups(grid_h: torch.Tensor, grid_w: torch.Tensor):
+    """(members, (grid h, grid w)) for each set of ROIs sharing one sampling grid."""
+    grid_key = grid_h * (int(grid_w.max()) + 1 if len(grid_h) else 1) + grid_w
+    order = torch.argsort(grid_key, stable=True)
+    _, counts = torch.unique_consecutive(grid_key[order], return_counts=True)
+    begin = 0
+    for count in counts.tolist():
+        members = order[begin:begin + count]
+        begin += count
+        yield members, (int(grid_h[members[0]]), int(grid_w[members[0]]))
+
+
+def _roi_bags(height, width, rois, output_size, spatial_scale, sampling_ratio, aligned):
+    """Every ROI's bins as ``embedding_bag`` bags, ROI after ROI: (rows, weights, offsets).
+
+    A bin's bag holds the 4 neighbours of each of its sampling points, as
+    :func:`_group_neighbours` orders them (so each bin sums in the same order as
+    :func:`pool_into`'s); a ROI without sampling points has empty bags, which sum to zero.
+    """
+    start, bin_size, (grid_h, grid_w) = _roi_geometry(
+        rois, output_size, spatial_scale, sampling_ratio, aligned
+    )
+    bins = output_size[0] * output_size[1]
+    bag = 4 * grid_h * grid_w
+    first = torch.cumsum(bins * bag, 0) - bins * bag  # each ROI's first entry
+    total = int((bins * bag).sum())
+    rows = torch.empty(total, dtype=torch.long, device=rois.device)
+    weights = torch.empty(total, dtype=rois.dtype, device=rois.device)
+    for members, grid in _grid_groups(grid_h, grid_w):
+        if grid[0] == 0 or grid[1] == 0:
+            continue
+        group_rows, group_weights = _group_neighbours(
+            height, width, rois[members], (start[0][members], start[1][members]),
+            (bin_size[0][members], bin_size[1][members]), grid, output_size,
+        )
+        entries = torch.arange(group_rows.shape[1], device=rois.device)
+        at = (first[members][:, None] + entries[None, :]).flatten()
+        rows[at] = group_rows.flatten()
+        weights[at] = group_weights.flatten()
+    bin_starts = torch.arange(bins, device=rois.device)[None, :] * bag[:, None]
+    return rows, weights, (first[:, None] + bin_starts).flatten()
 
 
 def pool_into(
@@ -128,7 +187,9 @@ def pool_into(
     sampling_ratio: int,
     aligned: bool,
 ) -> None:
-    """:func:`gather_roi_align` of ``rois`` written into rows ``out_rows`` of ``out``.
+    """:func:`gather_roi_align` of ``rois`` written into rows ``out_rows`` of ``out``, bit for
+    bit, one sampling grid's ROIs at a time (the fast path's pooler, for inference: no
+    temporary larger than a group's).
 
     Args:
         out: (M, pooled_h * pooled_w, C): each ROI's bins as rows of channels (NHWC order),
@@ -138,8 +199,8 @@ def pool_into(
         features, rois, output_size (a pair), spatial_scale, sampling_ratio, aligned: as
             :func:`gather_roi_align`.
     """
-    n, channels, height, width = features.shape
-    pixels = features.permute(0, 2, 3, 1).reshape(n * height * width, channels)
+    channels, height, width = features.shape[1:]
+    pixels = _pixel_rows(features)
     rois = rois.float()
     start, bin_size, (grid_h, grid_w) = _roi_geometry(
         rois, output_size, spatial_scale, sampling_ratio, aligned
@@ -147,15 +208,8 @@ def pool_into(
     bins = output_size[0] * output_size[1]
     # ROIs of one sampling grid are pooled together: their neighbours are broadcasts (no
     # per-point index arithmetic) and each group's bags are of one size.
-    grid_key = grid_h * (int(grid_w.max()) + 1 if len(rois) else 1) + grid_w
-    order = torch.argsort(grid_key, stable=True)
-    _, counts = torch.unique_consecutive(grid_key[order], return_counts=True)
-    begin = 0
-    for count in counts.tolist():
-        members = order[begin:begin + count]
-        begin += count
+    for members, grid in _grid_groups(grid_h, grid_w):
         rows_out = members if out_rows is None else out_rows[members]
-        grid = (int(grid_h[members[0]]), int(grid_w[members[0]]))
         if grid[0] == 0 or grid[1] == 0:  # no sampling points: zeros, as torchvision
             out.index_fill_(0, rows_out, 0)
             continue
@@ -168,9 +222,9 @@ def pool_into(
             rows.reshape(-1, bag), pixels, mode="sum",
             per_sample_weights=weights.reshape(-1, bag).to(pixels.dtype),
         )
-        # index_put_, not index_copy_: the latter's backward keeps its source (in training, a
-        # second copy of every pooled feature: 50 MB per 1000 ROIs); this keeps the indices.
-        out.index_put_((rows_out,), group.reshape(count, bins, channels).to(out.dtype))
+        # index_put_, not index_copy_: the latter's backward keeps its source (a copy of
+        # every pooled feature); this keeps the indices.
+        out.index_put_((rows_out,), group.reshape(len(members), bins, channels).to(out.dtype))
 
 
 class GatherROIAlign(nn.Module):
