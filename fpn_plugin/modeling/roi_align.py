@@ -1,11 +1,13 @@
 """ROIAlign as one weighted gather of feature rows: torchvision's result, several times faster on CPU.
 
 Each output bin of ROIAlign is a weighted sum of feature-map pixels (the four bilinear
-neighbours of each sampling point, divided by the number of points). Here all boxes' neighbour
-indices and weights are computed at once, with the sampling points, clamping and zeroing rules
-of torchvision's kernel, and ``torch.nn.functional.embedding_bag`` sums the pixel rows (one bag
-per output bin); its backward adds the gradient rows back. In NHWC memory (the CPU fast path's)
-a pixel's channels are one contiguous row and the feature map is used in place.
+neighbours of each sampling point, divided by the number of points). Here the boxes' neighbour
+indices and weights are computed with the sampling points, clamping and zeroing rules of
+torchvision's kernel, and ``torch.nn.functional.embedding_bag`` sums the pixel rows (one bag
+per output bin); the backward is the same kind of gather the other way (one bag per pixel, of
+the bins that read it). In NHWC memory (the CPU fast path's) a pixel's channels are one
+contiguous row and the feature map is used in place; NCHW maps are read a slice of channels at
+a time. Like torchvision's, the layer keeps only the boxes for its backward.
 
 Why not torchvision's kernel (what detectron2's ``ROIAlign`` calls): on CPU it walks the boxes
 and channels one at a time and reads NCHW only; its backward took 44 % (fp32) and 56 % (bf16)
@@ -17,6 +19,7 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch import nn
 
 __all__ = ["GatherROIAlign", "gather_roi_align", "use_gather_roi_align", "use_configured_roi_align"]
@@ -98,14 +101,14 @@ def gather_roi_align(
     """``torchvision.ops.roi_align`` computed as a weighted gather of pixel rows.
 
     Args:
-        features: (N, C, H, W), fastest in channels_last memory (any layout works; NCHW is
-            copied to NHWC first); fp32 or fp64.
+        features: (N, C, H, W), NCHW or channels_last memory; fp32 or fp64.
         rois: (K, 5): batch index, then x1, y1, x2, y2 in image coordinates.
         output_size, spatial_scale, sampling_ratio, aligned: as torchvision's ``roi_align``.
 
     Returns:
-        (K, C, pooled_h, pooled_w) in ``features``' dtype, in channels_last memory; equal to
-        torchvision's result up to float rounding, and so is its gradient.
+        (K, C, pooled_h, pooled_w) in ``features``' dtype, contiguous (NCHW); equal to
+        torchvision's result up to float rounding, and so is its gradient. As torchvision's,
+        it saves only the boxes for the backward.
     """
     if features.dim() != 4 or rois.dim() != 2 or rois.size(1) != 5:
         raise ValueError(
@@ -113,19 +116,69 @@ def gather_roi_align(
             f"{tuple(features.shape)} and {tuple(rois.shape)}"
         )
     output_size = _pair(output_size)
-    n, channels, height, width = features.shape
     if len(rois) == 0:
-        return features.new_zeros((0, channels, *output_size))
-    # One embedding_bag over every ROI's bins, in ROI order: its output is the result, with
-    # no copy into place whose backward would need one more feature-sized gradient.
-    rows, weights, offsets = _roi_bags(
-        height, width, rois.float(), output_size, spatial_scale, sampling_ratio, aligned
+        return features.new_zeros((0, features.shape[1], *output_size))
+    return _GatherROIAlign.apply(
+        features, rois.float(), output_size, spatial_scale, sampling_ratio, aligned
     )
-    pooled = F.embedding_bag(
-        rows, _pixel_rows(features), offsets, mode="sum",
-        per_sample_weights=weights.to(features.dtype),
-    )
-    return pooled.reshape(len(rois), *output_size, channels).permute(0, 3, 1, 2)
+
+
+# NCHW features are pooled 64 channels at a time, each slice copied to NHWC rows: a quarter of
+# a whole-map copy, and measured as fast as one pass over all channels.
+_CHANNELS_PER_PASS = 64
+# At most this many (row, weight) pairs per embedding_bag call: the index arrays stay a few MB
+# however many boxes and sampling points a level has.
+_ENTRIES_PER_CALL = 1 << 18
+
+
+def _channel_slices(features: torch.Tensor):
+    channels = features.shape[1]
+    if features.is_contiguous(memory_format=torch.channels_last) and channels > 1:
+        return [slice(0, channels)]  # its rows are read in place
+    return [slice(c, min(c + _CHANNELS_PER_PASS, channels)) for c in range(0, channels, _CHANNELS_PER_PASS)]
+
+
+class _GatherROIAlign(torch.autograd.Function):
+    """The gather and its adjoint, which is a gather too: each pixel's gradient is the
+    weighted sum of the bins that read it. Both rebuild the indices from the boxes, a slice of
+    channels at a time, so that no index array or feature copy lives between them."""
+
+    @staticmethod
+    def forward(ctx, features, rois, output_size, spatial_scale, sampling_ratio, aligned):
+        ctx.geometry = (output_size, spatial_scale, sampling_ratio, aligned)
+        ctx.features_shape = features.shape
+        ctx.save_for_backward(rois)
+        channels, bins = features.shape[1], output_size[0] * output_size[1]
+        out = features.new_empty((len(rois), channels, bins))
+        for part in _channel_slices(features):
+            pool_into(out.transpose(1, 2)[..., part], None, features[:, part], rois, *ctx.geometry)
+        return out.view(len(rois), channels, *output_size)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (rois,) = ctx.saved_tensors
+        n, channels, height, width = ctx.features_shape
+        rows, weights, offsets = _roi_bags(height, width, rois, *ctx.geometry)
+        # Bags per pixel: every (bin, weight) that read it.
+        order = torch.argsort(rows, stable=True)
+        bag_sizes = torch.diff(offsets, append=offsets.new_tensor([len(rows)]))
+        readers = torch.repeat_interleave(torch.arange(len(offsets)), bag_sizes)[order]
+        weights = weights[order].to(grad.dtype)
+        del order
+        reads = torch.bincount(rows, minlength=n * height * width)
+        pixel_offsets = torch.cumsum(reads, 0) - reads
+        del rows, reads
+        grad_features = grad.new_empty(ctx.features_shape)
+        grad = grad.reshape(len(rois), channels, -1)
+        for c in range(0, channels, _CHANNELS_PER_PASS):
+            part = slice(c, min(c + _CHANNELS_PER_PASS, channels))
+            bin_rows = grad[:, part].transpose(1, 2).reshape(-1, part.stop - part.start)
+            summed = F.embedding_bag(
+                readers, bin_rows, pixel_offsets, mode="sum", per_sample_weights=weights
+            )
+            grad_features[:, part] = summed.view(n, height, width, -1).permute(0, 3, 1, 2)
+        return grad_features, None, None, None, None, None
 
 
 def _pixel_rows(features: torch.Tensor) -> torch.Tensor:
@@ -188,13 +241,13 @@ def pool_into(
     aligned: bool,
 ) -> None:
     """:func:`gather_roi_align` of ``rois`` written into rows ``out_rows`` of ``out``, bit for
-    bit, one sampling grid's ROIs at a time (the fast path's pooler, for inference: no
-    temporary larger than a group's).
+    bit, the ROIs of one sampling grid at a time, at most ``_ENTRIES_PER_CALL`` neighbours per
+    call (no gradient: the gather's forward and the fast path's pooler).
 
     Args:
-        out: (M, pooled_h * pooled_w, C): each ROI's bins as rows of channels (NHWC order),
-            written in place; in ``features``' dtype, or a narrower one that the sums are
-            rounded to.
+        out: (M, pooled_h * pooled_w, C): each ROI's bins as rows of channels, written in
+            place (any strides: an NCHW tensor's ``.transpose(1, 2)`` is written as NCHW); in
+            ``features``' dtype, or a narrower one that the sums are rounded to.
         out_rows: (K,) the row of ``out`` for each ROI, or None for rows 0..K-1.
         features, rois, output_size (a pair), spatial_scale, sampling_ratio, aligned: as
             :func:`gather_roi_align`.
@@ -208,23 +261,22 @@ def pool_into(
     bins = output_size[0] * output_size[1]
     # ROIs of one sampling grid are pooled together: their neighbours are broadcasts (no
     # per-point index arithmetic) and each group's bags are of one size.
-    for members, grid in _grid_groups(grid_h, grid_w):
-        rows_out = members if out_rows is None else out_rows[members]
-        if grid[0] == 0 or grid[1] == 0:  # no sampling points: zeros, as torchvision
-            out.index_fill_(0, rows_out, 0)
-            continue
-        rows, weights = _group_neighbours(
-            height, width, rois[members], (start[0][members], start[1][members]),
-            (bin_size[0][members], bin_size[1][members]), grid, output_size,
-        )
+    for group, grid in _grid_groups(grid_h, grid_w):
         bag = 4 * grid[0] * grid[1]
-        group = F.embedding_bag(
-            rows.reshape(-1, bag), pixels, mode="sum",
-            per_sample_weights=weights.reshape(-1, bag).to(pixels.dtype),
-        )
-        # index_put_, not index_copy_: the latter's backward keeps its source (a copy of
-        # every pooled feature); this keeps the indices.
-        out.index_put_((rows_out,), group.reshape(len(members), bins, channels).to(out.dtype))
+        for members in group.split(max(1, _ENTRIES_PER_CALL // max(1, bins * bag))):
+            rows_out = members if out_rows is None else out_rows[members]
+            if bag == 0:  # no sampling points: zeros, as torchvision
+                out.index_fill_(0, rows_out, 0)
+                continue
+            rows, weights = _group_neighbours(
+                height, width, rois[members], (start[0][members], start[1][members]),
+                (bin_size[0][members], bin_size[1][members]), grid, output_size,
+            )
+            pooled = F.embedding_bag(
+                rows.reshape(-1, bag), pixels, mode="sum",
+                per_sample_weights=weights.reshape(-1, bag).to(pixels.dtype),
+            )
+            out.index_put_((rows_out,), pooled.reshape(len(members), bins, channels).to(out.dtype))
 
 
 class GatherROIAlign(nn.Module):
