@@ -22,7 +22,10 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch import nn
 
-__all__ = ["GatherROIAlign", "gather_roi_align", "use_gather_roi_align", "use_configured_roi_align"]
+__all__ = [
+    "GatherROIAlign", "gather_roi_align", "gather_roi_align_levels", "use_gather_roi_align",
+    "use_configured_roi_align",
+]
 
 ROI_ALIGN_CHOICES = ("auto", "gather", "torchvision")
 
@@ -118,9 +121,34 @@ def gather_roi_align(
     output_size = _pair(output_size)
     if len(rois) == 0:
         return features.new_zeros((0, features.shape[1], *output_size))
-    return _GatherROIAlign.apply(
-        features, rois.float(), output_size, spatial_scale, sampling_ratio, aligned
+    return gather_roi_align_levels(
+        [features], rois, [None], [(spatial_scale, sampling_ratio, aligned)], output_size
     )
+
+
+def gather_roi_align_levels(features, rois, level_rows, levels, output_size) -> torch.Tensor:
+    """Several feature levels' :func:`gather_roi_align` written into one output, in place.
+
+    Args:
+        features: one (N, C, H, W) map per level, all of one dtype; fp16/bf16 maps are pooled
+            in fp32 and the sums rounded to their dtype.
+        rois: (K, 5), every level's boxes.
+        level_rows: per level, the rows of ``rois`` it pools (an int64 tensor), or None for
+            all of them; each row belongs to one level.
+        levels: per level, (spatial_scale, sampling_ratio, aligned).
+        output_size: (pooled_h, pooled_w).
+
+    Returns:
+        (K, C, pooled_h, pooled_w), contiguous, in the maps' dtype: what detectron2's
+        ``ROIPooler`` assembles from one ``ROIAlign`` result per level, with no such result
+        made and copied in.
+    """
+    rois, output_size = rois.float(), _pair(output_size)
+    if torch.jit.is_tracing() or not (
+        torch.is_grad_enabled() and any(x.requires_grad for x in features)
+    ):  # no gradient wanted (a trace, as fvcore's FLOP count, cannot record the Function)
+        return _pool_levels(features, rois, level_rows, levels, output_size)
+    return _GatherROIAlign.apply(rois, level_rows, levels, output_size, *features)
 
 
 # NCHW features are pooled 64 channels at a time, each slice copied to NHWC rows: a quarter of
@@ -138,47 +166,75 @@ def _channel_slices(features: torch.Tensor):
     return [slice(c, min(c + _CHANNELS_PER_PASS, channels)) for c in range(0, channels, _CHANNELS_PER_PASS)]
 
 
+def _in_fp32(features: torch.Tensor) -> torch.Tensor:
+    return features if features.dtype in (torch.float32, torch.float64) else features.float()
+
+
 class _GatherROIAlign(torch.autograd.Function):
     """The gather and its adjoint, which is a gather too: each pixel's gradient is the
     weighted sum of the bins that read it. Both rebuild the indices from the boxes, a slice of
-    channels at a time, so that no index array or feature copy lives between them."""
+    channels at a time, so no index array or feature copy lives from one to the other."""
 
     @staticmethod
-    def forward(ctx, features, rois, output_size, spatial_scale, sampling_ratio, aligned):
-        ctx.geometry = (output_size, spatial_scale, sampling_ratio, aligned)
-        ctx.features_shape = features.shape
+    def forward(ctx, rois, level_rows, levels, output_size, *features):
         ctx.save_for_backward(rois)
-        channels, bins = features.shape[1], output_size[0] * output_size[1]
-        out = features.new_empty((len(rois), channels, bins))
-        for part in _channel_slices(features):
-            pool_into(out.transpose(1, 2)[..., part], None, features[:, part], rois, *ctx.geometry)
-        return out.view(len(rois), channels, *output_size)
+        ctx.level_rows, ctx.levels, ctx.output_size = level_rows, levels, output_size
+        ctx.features = [(x.shape, x.dtype) for x in features]
+        return _pool_levels(features, rois, level_rows, levels, output_size)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         (rois,) = ctx.saved_tensors
-        n, channels, height, width = ctx.features_shape
-        rows, weights, offsets = _roi_bags(height, width, rois, *ctx.geometry)
-        # Bags per pixel: every (bin, weight) that read it.
-        order = torch.argsort(rows, stable=True)
-        bag_sizes = torch.diff(offsets, append=offsets.new_tensor([len(rows)]))
-        readers = torch.repeat_interleave(torch.arange(len(offsets)), bag_sizes)[order]
-        weights = weights[order].to(grad.dtype)
-        del order
-        reads = torch.bincount(rows, minlength=n * height * width)
-        pixel_offsets = torch.cumsum(reads, 0) - reads
-        del rows, reads
-        grad_features = grad.new_empty(ctx.features_shape)
-        grad = grad.reshape(len(rois), channels, -1)
-        for c in range(0, channels, _CHANNELS_PER_PASS):
-            part = slice(c, min(c + _CHANNELS_PER_PASS, channels))
-            bin_rows = grad[:, part].transpose(1, 2).reshape(-1, part.stop - part.start)
-            summed = F.embedding_bag(
-                readers, bin_rows, pixel_offsets, mode="sum", per_sample_weights=weights
+        grad = grad.flatten(2)
+        grads = []
+        for i, ((shape, dtype), rows, level) in enumerate(zip(ctx.features, ctx.level_rows, ctx.levels)):
+            needed = ctx.needs_input_grad[4 + i] and (rows is None or len(rows))
+            grads.append(
+                _level_gradient(grad, rows, rois if rows is None else rois[rows], shape, level,
+                                ctx.output_size).to(dtype) if needed else None
             )
-            grad_features[:, part] = summed.view(n, height, width, -1).permute(0, 3, 1, 2)
-        return grad_features, None, None, None, None, None
+        return (None, None, None, None, *grads)
+
+
+def _pool_levels(features, rois, level_rows, levels, output_size) -> torch.Tensor:
+    channels, bins = features[0].shape[1], output_size[0] * output_size[1]
+    out = features[0].new_empty((len(rois), channels, bins))
+    for x, rows, level in zip(features, level_rows, levels):
+        if rows is not None and len(rows) == 0:
+            continue
+        level_rois = rois if rows is None else rois[rows]
+        for part in _channel_slices(x):
+            pool_into(
+                out.transpose(1, 2)[..., part], rows, _in_fp32(x[:, part]), level_rois,
+                output_size, *level,
+            )
+    return out.view(len(rois), channels, *output_size)
+
+
+def _level_gradient(grad, rows, rois, shape, level, output_size) -> torch.Tensor:
+    """One level's features' gradient: every pixel's bag of the bins that read it."""
+    n, channels, height, width = shape
+    bag_rows, weights, offsets = _roi_bags(height, width, rois, output_size, *level)
+    order = torch.argsort(bag_rows, stable=True)
+    bag_sizes = torch.diff(offsets, append=offsets.new_tensor([len(bag_rows)]))
+    readers = torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), bag_sizes)[order]
+    weights = weights[order]
+    del order
+    reads = torch.bincount(bag_rows, minlength=n * height * width)
+    pixel_offsets = torch.cumsum(reads, 0) - reads
+    del bag_rows, reads
+    compute = grad.dtype if grad.dtype == torch.float64 else torch.float32
+    grad_features = grad.new_empty(shape, dtype=compute)
+    for c in range(0, channels, _CHANNELS_PER_PASS):
+        part = slice(c, min(c + _CHANNELS_PER_PASS, channels))
+        level_grad = grad[:, part] if rows is None else grad[:, part].index_select(0, rows)
+        bin_rows = level_grad.transpose(1, 2).reshape(-1, part.stop - part.start).to(compute)
+        summed = F.embedding_bag(
+            readers, bin_rows, pixel_offsets, mode="sum", per_sample_weights=weights.to(compute)
+        )
+        grad_features[:, part] = summed.view(n, height, width, -1).permute(0, 3, 1, 2)
+    return grad_features
 
 
 def _pixel_rows(features: torch.Tensor) -> torch.Tensor:
@@ -321,11 +377,17 @@ class GatherROIAlign(nn.Module):
 
 
 def use_gather_roi_align(model: nn.Module) -> int:
-    """Replace each detectron2 ``ROIAlign`` in ``model``'s poolers by :class:`GatherROIAlign`.
+    """Replace each detectron2 ``ROIAlign`` in ``model``'s poolers by :class:`GatherROIAlign`,
+    and each detectron2 ``ROIPooler`` whose levels are then all gathers by an
+    :class:`~fpn_plugin.modeling.roi_pooler.InPlaceROIPooler`.
 
-    Returns how many were replaced (ROIPool and other pooler types are left as they are).
+    Returns how many ROIAligns were replaced (ROIPool and other pooler types are left as they
+    are).
     """
     from detectron2.layers import ROIAlign
+    from detectron2.modeling.poolers import ROIPooler
+
+    from .roi_pooler import InPlaceROIPooler
 
     replaced = 0
     for module in model.modules():
@@ -336,6 +398,11 @@ def use_gather_roi_align(model: nn.Module) -> int:
             if type(pooler) is ROIAlign:
                 poolers[i] = GatherROIAlign.like(pooler)
                 replaced += 1
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            levels = getattr(child, "level_poolers", ())
+            if type(child) is ROIPooler and len(levels) and all(type(p) is GatherROIAlign for p in levels):
+                setattr(parent, name, InPlaceROIPooler.like(child))
     return replaced
 
 

@@ -172,6 +172,23 @@ def test_replace_keeps_each_poolers_settings():
     assert use_gather_roi_align(model) == 0  # nothing left to replace
 
 
+def test_use_gather_roi_align_puts_it_in_place_once():
+    from fpn_plugin.modeling.roi_pooler import InPlaceROIPooler
+
+    model = _tiny_model()
+    settings = model.roi_heads.box_pooler
+    assert use_gather_roi_align(model) == 4
+    pooler = model.roi_heads.box_pooler
+    assert type(pooler) is InPlaceROIPooler
+    assert (pooler.output_size, pooler.min_level, pooler.max_level, pooler.canonical_box_size,
+            pooler.canonical_level) == (settings.output_size, settings.min_level, settings.max_level,
+                                        settings.canonical_box_size, settings.canonical_level)
+    assert all(type(p) is GatherROIAlign for p in pooler.level_poolers)
+    assert use_gather_roi_align(model) == 0 and model.roi_heads.box_pooler is pooler
+    c4 = _tiny_c4_model()
+    assert use_gather_roi_align(c4) == 1 and type(c4.roi_heads.pooler) is InPlaceROIPooler
+
+
 @pytest.mark.parametrize("make_model", [_tiny_model, _tiny_c4_model], ids=["fpn", "c4"])
 def test_fast_path_uses_the_gather_and_gives_the_same_detections(make_model):
     model = make_model()
@@ -234,3 +251,22 @@ def test_training_losses_and_gradients_equal_torchvisions():
     for name, grad in tv_grads.items():  # through the box pooler's backward into the FPN
         torch.testing.assert_close(gather_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
     assert tv_grads["roi_heads.box_head.fc1.weight"].abs().max() > 0
+
+
+def test_fvcore_counts_the_gather_models_flops_as_detectron2s():
+    """detectron2's analyze_model traces the model: the in-place pooler must trace (its
+    autograd Function cannot be recorded, so a trace pools without it)."""
+    from fpn_plugin.export.tracing import tracing_adapter_class
+
+    tracing_adapter_class()  # detectron2 0.6's analysis module imports it
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    detectron2s = _tiny_model()
+    gathers = copy.deepcopy(detectron2s)
+    use_gather_roi_align(gathers)
+    counts = []
+    for model in (detectron2s, gathers):
+        counter = FlopCountAnalysis(model, _inputs()[:1])
+        counter.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        counts.append(counter.total())
+    assert counts[1] == counts[0] > 0

@@ -94,10 +94,12 @@ def read_rois_nhwc(model: nn.Module) -> list:
     """
     from detectron2.modeling.poolers import ROIPooler
 
+    from ...modeling.roi_pooler import InPlaceROIPooler
+
     changed = []
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is ROIPooler and _pools_by_gather(child):
+            if type(child) in (ROIPooler, InPlaceROIPooler) and _pools_by_gather(child):
                 setattr(parent, name, GatherROIPooler(child))
                 changed.append(f"{parent_name}.{name}".lstrip("."))
     roi_heads = getattr(model, "roi_heads", None)

@@ -1,0 +1,61 @@
+"""detectron2's ``ROIPooler`` with gather ROIAligns that write into its output in place.
+
+detectron2's pooler allocates its (M, C, h, w) output, then pools each FPN level's boxes into
+a new tensor and copies that in. On CPU, in an R50-FPN training step, P2's result was the
+step's memory peak (48 MB for a batch of 2 at 384x512, on top of the output). Here each level
+writes its boxes' rows of the output directly (:func:`gather_roi_align_levels`), and the
+backward reads each level's rows of the output's gradient in slices of channels.
+"""
+import torch
+from detectron2.modeling.poolers import ROIPooler
+
+from .roi_align import GatherROIAlign, _pair, gather_roi_align_levels
+
+__all__ = ["InPlaceROIPooler"]
+
+
+class InPlaceROIPooler(ROIPooler):
+    """A ``ROIPooler`` whose levels are all :class:`GatherROIAlign`: the same result (the
+    gather's), boxes assigned to levels by detectron2's own rule, no per-level copy."""
+
+    @classmethod
+    def like(cls, pooler: ROIPooler) -> "InPlaceROIPooler":
+        """The same pooler (output size, levels, canonical box) pooling in place."""
+        levels = pooler.level_poolers
+        if not len(levels) or not all(type(p) is GatherROIAlign for p in levels):
+            raise TypeError("InPlaceROIPooler needs a ROIPooler whose levels are all GatherROIAlign")
+        new = cls(
+            pooler.output_size, [p.spatial_scale for p in levels], levels[0].sampling_ratio,
+            "ROIAlignV2" if levels[0].aligned else "ROIAlign",
+            canonical_box_size=pooler.canonical_box_size, canonical_level=pooler.canonical_level,
+        )
+        new.level_poolers = levels
+        return new
+
+    def forward(self, x, box_lists):
+        from detectron2.modeling.poolers import assign_boxes_to_levels, convert_boxes_to_pooler_format
+
+        levels = self.level_poolers
+        if len(x) != len(levels) or len(box_lists) != x[0].size(0):
+            raise ValueError(
+                f"ROIPooler: {len(levels)} levels and a batch of {x[0].size(0)} expected, got "
+                f"{len(x)} feature maps and {len(box_lists)} box lists"
+            )
+        size = _pair(self.output_size)
+        if not box_lists:  # an empty batch, as detectron2's pooler answers it
+            return x[0].new_zeros((0, x[0].shape[1], *size))
+        boxes = convert_boxes_to_pooler_format(box_lists)
+        if len(levels) == 1:
+            rows = [None]
+        else:
+            assignments = assign_boxes_to_levels(
+                box_lists, self.min_level, self.max_level, self.canonical_box_size,
+                self.canonical_level,
+            )
+            rows = [torch.nonzero(assignments == level).squeeze(1) for level in range(len(levels))]
+        features = [f.dequantize() if f.is_quantized else f for f in x]
+        with torch.autocast(features[0].device.type, enabled=False):
+            return gather_roi_align_levels(
+                features, boxes, rows,
+                [(p.spatial_scale, p.sampling_ratio, p.aligned) for p in levels], size,
+            )
