@@ -352,6 +352,33 @@ class PeakMemory:
             self.peak = max(self.high, _rss()) - self.start
 
 
+def tensor_peak(run: Callable[[], object]) -> float:
+    """Most bytes of CPU tensors live at once during ``run()``, above their level at its start.
+
+    Every allocation and free as torch's profiler reports it: exact, and free of what moves
+    resident memory between runs (the heap's cached and returned pages). The profiler gives a
+    free its size only for a block allocated while a profiler ran, so ``run`` goes once under
+    it unmeasured first: what it keeps from one call to the next (gradients) is then freed
+    with its size in the measured call. NaN where this torch's profiler has no such record.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(2):  # the first, to be known to the profiler; the second, measured
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            run()
+    results = getattr(prof.profiler, "kineto_results", None)
+    if results is None:
+        return float("nan")
+    cpu = torch._C._autograd.DeviceType.CPU
+    changes = sorted((e.start_ns(), e.nbytes()) for e in results.events()
+                     if e.name() == "[memory]" and e.device_type() == cpu)
+    live = peak = 0
+    for _, nbytes in changes:
+        live += nbytes
+        peak = max(peak, live)
+    return float(peak)
+
+
 def flops_and_params(candidate: Candidate, image: torch.Tensor):
     """(GFLOPs of one inference at the image's size, millions of parameters), fvcore-counted."""
     from fvcore.nn import parameter_count
@@ -491,7 +518,7 @@ def time_training(candidates: List[Candidate], args) -> None:
             runs.append((c, p, Precision(p, args.device), model,
                          torch.optim.SGD(params, lr=1e-4, momentum=0.9)))
     times = {(c.name, p): [] for c, p, *_ in runs}
-    peaks = {}
+    peaks, tensor_peaks = {}, {}
 
     def step(c, precision, model, optimizer) -> float:
         start = time.perf_counter()
@@ -520,11 +547,15 @@ def time_training(candidates: List[Candidate], args) -> None:
                 with PeakMemory(args.device) as memory:
                     step(c, precision, model, optimizer)
                 peaks[(c.name, p)] = memory.peak
+        for c, p, precision, model, optimizer in runs:  # two more, profiled (CUDA's peak is exact)
+            tensor_peaks[(c.name, p)] = float("nan") if args.cuda else tensor_peak(
+                lambda: step(c, precision, model, optimizer))
     for c, p, *_ in runs:
         reference = losses[(c.name, "fp32")]
         c.results.setdefault("training", {})[p] = (
             statistics.median(times[(c.name, p)]), peaks[(c.name, p)],
-            *(abs(a - b) / abs(b) for a, b in zip(losses[(c.name, p)], reference)))
+            *(abs(a - b) / abs(b) for a, b in zip(losses[(c.name, p)], reference)),
+            tensor_peaks[(c.name, p)])
     for c in candidates:
         if c.kind == "torchvision":
             c.model.transform.min_size, c.model.transform.max_size = inference_resize
@@ -583,7 +614,7 @@ def machine_header(args) -> str:
 
 
 def _ratio(value, reference) -> str:
-    if not reference or not isinstance(value, (int, float)) or value != value:
+    if not reference or reference != reference or not isinstance(value, (int, float)) or value != value:
         return "-"
     return f"{value / reference:.2f}x"
 
@@ -618,17 +649,19 @@ def report(candidates: List[Candidate], verdicts, analysis, args) -> List[str]:
         builtin = next((c for c in group if c.kind == "builtin"), None)
         ref = builtin.results["training"]["fp32"] if builtin else None
         for c in group:
-            for precision, (seconds, peak, rpn_diff, total_diff) in c.results["training"].items():
+            for precision, (seconds, peak, rpn_diff, total_diff, tensors) in c.results["training"].items():
                 within = "reference" if precision == "fp32" else (
                     f"{rpn_diff:.1e} {'ok' if rpn_diff <= LOSS_TOLERANCE else 'OVER'} / {total_diff:.1e}")
                 rows.append([arch, c.name, precision, f"{seconds:.3f}", _ratio(seconds, ref and ref[0]),
-                             _mb(peak), _ratio(peak, ref and ref[1]), within])
+                             _mb(peak), _ratio(peak, ref and ref[1]), within,
+                             _mb(tensors), _ratio(tensors, ref and ref[4])])
     h, w = args.train_size
     out.append(f"\nTraining step (forward, backward, SGD), batch {args.train_batch} of {h}x{w}, "
                f"median of {args.train_repeats} interleaved steps after {args.train_warmup}")
     out.append(tabulate(rows, headers=["architecture", "model", "precision", "s/step", "time ratio",
                                        "peak MB", "memory ratio",
-                                       f"loss rel. diff: RPN (tolerance {LOSS_TOLERANCE}) / total"],
+                                       f"loss rel. diff: RPN (tolerance {LOSS_TOLERANCE}) / total",
+                                       "tensor peak MB", "tensor ratio"],
                         tablefmt="github"))
     rows = [[c.architecture, c.name, f"{c.results['params']:.2f}",
              c.results["gflops"] if isinstance(c.results["gflops"], str) else f"{c.results['gflops']:.1f}"]

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from fpn_plugin import precision
 
@@ -67,6 +68,23 @@ def test_peak_memory_counts_a_block_freed_inside_the_call(monkeypatch, kernel_pe
     assert size - (1 << 20) <= memory.peak <= size + (32 << 20)  # other pages come and go
 
 
+def test_tensor_peak_counts_what_the_call_frees_of_its_last_call():
+    """A call that frees what the previous call kept (as a training step frees the last
+    gradients), then holds 16 MiB at once: its peak above its start is 12 MiB, exactly."""
+    mib = 1 << 20
+    kept = {"grad": torch.ones(4 * mib // 4)}  # 4 MiB, from before any profiler
+
+    def step():
+        kept["grad"] = None  # the last call's gradient: freed
+        scratch = torch.ones(8 * mib // 4)  # 8 MiB
+        bigger = torch.ones(8 * mib // 4)  # 16 MiB live
+        del scratch, bigger
+        kept["grad"] = torch.ones(4 * mib // 4)
+
+    peak = bench_models.tensor_peak(step)
+    assert 12 * mib <= peak <= 12 * mib + (64 << 10)  # 16 MiB at once, 4 of them freed first
+
+
 def _table(output: str, title: str) -> list:
     """The rows (lists of cells) of the markdown table after the line starting with title."""
     lines = output.splitlines()
@@ -109,6 +127,8 @@ def test_quick_run_prints_every_table():
     training = _table(out, "Training step")
     assert {(row[0], row[1]) for row in training} == models
     assert all(row[7] == "reference" for row in training if row[2] == "fp32")
+    assert all(float(row[8]) > 0 for row in training)  # tensor peak MB
+    assert all(row[9] == "1.00x" for row in training if row[1] == "detectron2 builtin" and row[2] == "fp32")
 
     flops = {(row[0], row[1]): (row[2], row[3]) for row in _table(out, "Parameters and FLOPs")}
     assert set(flops) == models
