@@ -363,6 +363,7 @@ def tensor_peak(run: Callable[[], object]) -> float:
     """
     from torch.profiler import ProfilerActivity, profile
 
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # kineto's "no GPU" errors, read at first use
     for _ in range(2):  # the first, to be known to the profiler; the second, measured
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             run()
