@@ -172,8 +172,9 @@ def _in_fp32(features: torch.Tensor) -> torch.Tensor:
 
 class _GatherROIAlign(torch.autograd.Function):
     """The gather and its adjoint, which is a gather too: each pixel's gradient is the
-    weighted sum of the bins that read it. Both rebuild the indices from the boxes, a slice of
-    channels at a time, so no index array or feature copy lives from one to the other."""
+    weighted sum of the bins that read it. Each builds its indices from the boxes (the forward
+    a few boxes at a time, the backward a level at a time) and reads a slice of channels at a
+    time, so no index array or feature copy lives from one to the other."""
 
     @staticmethod
     def forward(ctx, rois, level_rows, levels, output_size, *features):
