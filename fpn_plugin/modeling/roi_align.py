@@ -161,7 +161,7 @@ _ENTRIES_PER_CALL = 1 << 18
 
 def _channel_slices(features: torch.Tensor):
     channels = features.shape[1]
-    if features.is_contiguous(memory_format=torch.channels_last) and channels > 1:
+    if features.is_contiguous(memory_format=torch.channels_last):
         return [slice(0, channels)]  # its rows are read in place
     return [slice(c, min(c + _CHANNELS_PER_PASS, channels)) for c in range(0, channels, _CHANNELS_PER_PASS)]
 

@@ -7,11 +7,39 @@ writes its boxes' rows of the output directly (:func:`gather_roi_align_levels`),
 backward reads each level's rows of the output's gradient in slices of channels.
 """
 import torch
-from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.poolers import (
+    ROIPooler, assign_boxes_to_levels, convert_boxes_to_pooler_format,
+)
 
 from .roi_align import GatherROIAlign, _pair, gather_roi_align_levels
 
-__all__ = ["InPlaceROIPooler"]
+__all__ = ["InPlaceROIPooler", "boxes_by_level"]
+
+
+def boxes_by_level(pooler: ROIPooler, x, box_lists):
+    """What a ROIPooler with gather levels pools: (boxes as (K, 5), per level the rows of
+    those boxes it pools, or None for all of them where there is one level), the boxes
+    assigned by detectron2's own rule; (None, None) for an empty batch.
+
+    Raises:
+        ValueError: ``x`` is not one map per level, or ``box_lists`` not one list per image.
+    """
+    levels = pooler.level_poolers
+    if len(x) != len(levels) or len(box_lists) != x[0].size(0):
+        raise ValueError(
+            f"ROIPooler: {len(levels)} levels and a batch of {x[0].size(0)} expected, got "
+            f"{len(x)} feature maps and {len(box_lists)} box lists"
+        )
+    if not box_lists:
+        return None, None
+    boxes = convert_boxes_to_pooler_format(box_lists)
+    if len(levels) == 1:
+        return boxes, [None]
+    assignments = assign_boxes_to_levels(
+        box_lists, pooler.min_level, pooler.max_level, pooler.canonical_box_size,
+        pooler.canonical_level,
+    )
+    return boxes, [torch.nonzero(assignments == level).squeeze(1) for level in range(len(levels))]
 
 
 class InPlaceROIPooler(ROIPooler):
@@ -33,29 +61,13 @@ class InPlaceROIPooler(ROIPooler):
         return new
 
     def forward(self, x, box_lists):
-        from detectron2.modeling.poolers import assign_boxes_to_levels, convert_boxes_to_pooler_format
-
-        levels = self.level_poolers
-        if len(x) != len(levels) or len(box_lists) != x[0].size(0):
-            raise ValueError(
-                f"ROIPooler: {len(levels)} levels and a batch of {x[0].size(0)} expected, got "
-                f"{len(x)} feature maps and {len(box_lists)} box lists"
-            )
-        size = _pair(self.output_size)
-        if not box_lists:  # an empty batch, as detectron2's pooler answers it
-            return x[0].new_zeros((0, x[0].shape[1], *size))
-        boxes = convert_boxes_to_pooler_format(box_lists)
-        if len(levels) == 1:
-            rows = [None]
-        else:
-            assignments = assign_boxes_to_levels(
-                box_lists, self.min_level, self.max_level, self.canonical_box_size,
-                self.canonical_level,
-            )
-            rows = [torch.nonzero(assignments == level).squeeze(1) for level in range(len(levels))]
+        boxes, rows = boxes_by_level(self, x, box_lists)
+        if boxes is None:  # an empty batch, as detectron2's pooler answers it
+            return x[0].new_zeros((0, x[0].shape[1], *_pair(self.output_size)))
         features = [f.dequantize() if f.is_quantized else f for f in x]
         with torch.autocast(features[0].device.type, enabled=False):
             return gather_roi_align_levels(
                 features, boxes, rows,
-                [(p.spatial_scale, p.sampling_ratio, p.aligned) for p in levels], size,
+                [(p.spatial_scale, p.sampling_ratio, p.aligned) for p in self.level_poolers],
+                self.output_size,
             )

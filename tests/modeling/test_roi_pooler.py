@@ -105,3 +105,13 @@ def test_bf16_features_pool_in_fp32_as_the_gather_layer_does():
 def test_refuses_a_pooler_with_other_levels():
     with pytest.raises(TypeError, match="levels are all GatherROIAlign"):
         InPlaceROIPooler.like(ROIPooler(7, SCALES, 0, "ROIAlignV2"))
+
+
+def test_refuses_maps_or_box_lists_that_do_not_match():
+    g = torch.Generator().manual_seed(4)
+    _, in_place = _poolers()
+    features, box_lists = _features(g), _box_lists(g, (3, 3))
+    with pytest.raises(ValueError, match="4 levels and a batch of 2 expected, got 3 feature maps"):
+        in_place(features[:3], box_lists)
+    with pytest.raises(ValueError, match="got 4 feature maps and 1 box lists"):
+        in_place(features, box_lists[:1])

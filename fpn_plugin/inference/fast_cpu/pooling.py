@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ...modeling.roi_align import GatherROIAlign, _pair, pool_into
+from ...modeling.roi_pooler import InPlaceROIPooler, boxes_by_level
 from .wrappers import FastHead, _delegated_attribute
 
 __all__ = ["GatherROIPooler", "NHWCFlatten", "read_rois_nhwc"]
@@ -39,35 +40,22 @@ class GatherROIPooler(nn.Module):
         self.rows_dtype = rows_dtype
 
     def forward(self, x, box_lists):
-        from detectron2.modeling.poolers import assign_boxes_to_levels, convert_boxes_to_pooler_format
-
         levels, pooler = self.pooler.level_poolers, self.pooler
-        if len(x) != len(levels) or len(box_lists) != x[0].size(0):
-            raise ValueError(
-                f"ROIPooler: {len(levels)} levels and a batch of {x[0].size(0)} expected, got "
-                f"{len(x)} feature maps and {len(box_lists)} box lists"
-            )
         size = _pair(pooler.output_size)
         dtype, channels = self.rows_dtype or x[0].dtype, x[0].shape[1]
-        if not box_lists:  # an empty batch, as detectron2's pooler answers it
+        boxes, level_rows = boxes_by_level(pooler, x, box_lists)
+        if boxes is None:  # an empty batch, as detectron2's pooler answers it
             return x[0].new_zeros((0, channels, *size), dtype=dtype)
         compute = x[0].dtype if x[0].dtype in (torch.float32, torch.float64) else torch.float32
-        boxes = convert_boxes_to_pooler_format(box_lists)
-        # One level (C4): min_level == max_level, so every box is assigned 0.
-        assignments = assign_boxes_to_levels(
-            box_lists, pooler.min_level, pooler.max_level, pooler.canonical_box_size,
-            pooler.canonical_level,
-        )
         out = x[0].new_empty(
             (len(boxes), size[0] * size[1], channels), dtype=self.rows_dtype or compute
         )
         with torch.autocast(x[0].device.type, enabled=False):
-            for level, (features, layer) in enumerate(zip(x, levels)):
-                rows = torch.nonzero(assignments == level).squeeze(1)
-                if len(rows):
+            for features, layer, rows in zip(x, levels, level_rows):
+                if rows is None or len(rows):
                     pool_into(
-                        out, rows, features.to(compute), boxes[rows], size, layer.spatial_scale,
-                        layer.sampling_ratio, layer.aligned,
+                        out, rows, features.to(compute), boxes if rows is None else boxes[rows],
+                        size, layer.spatial_scale, layer.sampling_ratio, layer.aligned,
                     )
         return out.reshape(len(boxes), *size, channels).permute(0, 3, 1, 2).to(dtype)
 
@@ -93,8 +81,6 @@ def read_rois_nhwc(model: nn.Module) -> list:
     changed.
     """
     from detectron2.modeling.poolers import ROIPooler
-
-    from ...modeling.roi_pooler import InPlaceROIPooler
 
     changed = []
     for parent_name, parent in list(model.named_modules()):
