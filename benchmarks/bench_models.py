@@ -36,11 +36,11 @@ the same run, over ``--repeats`` rounds interleaved across every model and setti
   ``--train-size`` with three boxes each, fp32 and bf16 (fp16 on CUDA) through the trainer's
   ``Precision``, with the relative difference of the reduced-precision loss at the same
   weights and random draws (checked on the RPN loss, see :func:`first_losses`);
-- peak memory of each call above the process's resident memory before it (the kernel's
-  high-water mark, VmHWM, reset before the call through /proc/self/clear_refs; sampled every ms
-  where that is not allowed; large allocations are returned to the OS at once, see
-  ``freed_memory_returned``); on CUDA ``torch.cuda.max_memory_allocated`` above the allocation
-  before;
+- peak memory of each inference and training call, two ways (``memory_peaks``): resident
+  memory above its level before the call (the kernel's high-water mark, reset before it;
+  what a user sees, but it moves between runs with what glibc's heap keeps) and, on CPU, the
+  exact peak of live tensors from torch's profiler, the same on every run; on CUDA
+  ``torch.cuda.max_memory_allocated`` above the allocation before;
 - parameters and FLOPs (fvcore's ``FlopCountAnalysis`` through detectron2's tracing adapter,
   as detectron2's ``tools/analyze_model.py``; one multiply-add counts as one flop);
 - inference time against the image's short side (``--scaling-sizes``, long side 1.5x).
@@ -51,13 +51,11 @@ fpn_plugin.env``), as ``--bf16 auto`` decides; emulated bf16 is hundreds of time
 import argparse
 import contextlib
 import copy
-import ctypes
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -85,6 +83,7 @@ from fpn_plugin.modeling.roi_align import use_configured_roi_align
 from fpn_plugin.precision import choose_precision
 
 from bench_cpu_inference import matched, timing_image
+from memory_peaks import PeakMemory, freed_memory_returned, peak_memory_method, tensor_peak
 
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "facemask_coco")
 ARCHITECTURES = {
@@ -252,134 +251,6 @@ def torchvision_pair(image, device: str, tmp: str) -> List[Candidate]:
 
 
 # ------------------------------------------------------------------------------------ measures
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-
-
-@contextlib.contextmanager
-def freed_memory_returned():
-    """While measuring memory, glibc returns each freed block over 64 KiB to the OS at once, so
-    resident memory follows what is in use; afterwards its largest adaptive thresholds (32 MiB),
-    so that timing runs see the usual allocator. A no-op without glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        yield
-        return
-    for key in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD):
-        libc.mallopt(key, 64 * 1024)
-    try:
-        yield
-    finally:
-        for key in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD):
-            libc.mallopt(key, 32 * 1024 * 1024)
-
-
-def _trim_heap() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _reset_peak_rss() -> bool:
-    """Set the kernel's record of this process's peak resident memory (VmHWM) to what is
-    resident now (Linux >= 4.0); False where /proc does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # kB
-    raise OSError("no VmHWM in /proc/self/status")
-
-
-def peak_memory_method(device: str) -> str:
-    if device.startswith("cuda"):
-        return "torch.cuda.max_memory_allocated above the allocation before each call"
-    how = ("the kernel's high-water mark (VmHWM), reset before each call" if _reset_peak_rss()
-           else "sampled every ms (/proc/self/clear_refs is not writable here)")
-    return f"resident memory above its level before each call: {how}"
-
-
-class PeakMemory:
-    """Peak memory of a block above its start: CUDA allocated, or resident, from the kernel's
-    high-water mark where it can be reset (exact: a sampler misses peaks shorter than its
-    period) and else sampled every ms."""
-
-    def __init__(self, device: str):
-        self.cuda = device.startswith("cuda")
-        self.available = self.cuda or os.path.exists("/proc/self/statm")
-        self.peak = float("nan")
-
-    def __enter__(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        elif self.available:
-            _trim_heap()  # what earlier calls freed is not counted as this one's
-            self.start = self.high = _rss()
-            self.kernel_peak = _reset_peak_rss()
-            if not self.kernel_peak:
-                self.done = threading.Event()
-                self.thread = threading.Thread(target=self._sample, daemon=True)
-                self.thread.start()
-        return self
-
-    def _sample(self):
-        while not self.done.wait(0.001):
-            self.high = max(self.high, _rss())
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.start
-        elif self.available and self.kernel_peak:
-            self.peak = _peak_rss() - self.start
-        elif self.available:
-            self.done.set()
-            self.thread.join()
-            self.peak = max(self.high, _rss()) - self.start
-
-
-def tensor_peak(run: Callable[[], object]) -> float:
-    """Most bytes of CPU tensors live at once during ``run()``, above their level at its start.
-
-    Every allocation and free as torch's profiler reports it: exact, and free of what moves
-    resident memory between runs (the heap's cached and returned pages). The profiler gives a
-    free its size only for a block allocated while a profiler ran, so ``run`` goes once under
-    it unmeasured first: what it keeps from one call to the next (gradients) is then freed
-    with its size in the measured call. NaN where this torch's profiler has no such record.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # kineto's "no GPU" errors, read at first use
-    for _ in range(2):  # the first, to be known to the profiler; the second, measured
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            run()
-    results = getattr(prof.profiler, "kineto_results", None)
-    if results is None:
-        return float("nan")
-    cpu = torch._C._autograd.DeviceType.CPU
-    changes = sorted((e.start_ns(), e.nbytes()) for e in results.events()
-                     if e.name() == "[memory]" and e.device_type() == cpu)
-    live = peak = 0
-    for _, nbytes in changes:
-        live += nbytes
-        peak = max(peak, live)
-    return float(peak)
-
-
 def flops_and_params(candidate: Candidate, image: torch.Tensor):
     """(GFLOPs of one inference at the image's size, millions of parameters), fvcore-counted."""
     from fvcore.nn import parameter_count
@@ -444,15 +315,19 @@ def time_inference(candidates: List[Candidate], image, args) -> None:
             times[(c.name, name)].append(time.perf_counter() - start)
         print(f"    inference round {r + 1}/{args.repeats}: "
               + ", ".join(f"{k[0].split()[0]} {k[1]} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
-    peaks = {}
+    peaks, tensor_peaks = {}, {}
     with freed_memory_returned():  # one more call each, apart: sampling costs time
         for c, name, model, dtype in runs:
             with PeakMemory(args.device) as memory:
                 run_inference(c, model, dtype, image, args.device)
             peaks[(c.name, name)] = memory.peak
+    for c, name, model, dtype in runs:  # one more, profiled (CUDA's peak is exact)
+        tensor_peaks[(c.name, name)] = float("nan") if args.cuda else tensor_peak(
+            lambda: run_inference(c, model, dtype, image, args.device), frees_last_calls=False)
     for c, name, _, _ in runs:
         c.results.setdefault("inference", {})[name] = (
-            statistics.median(times[(c.name, name)]), peaks[(c.name, name)])
+            statistics.median(times[(c.name, name)]), peaks[(c.name, name)],
+            tensor_peaks[(c.name, name)])
 
 
 def same_detections(candidates: List[Candidate], image, device: str) -> Dict[str, str]:
@@ -635,15 +510,17 @@ def report(candidates: List[Candidate], verdicts, analysis, args) -> List[str]:
         builtin = next((c for c in group if c.kind == "builtin"), None)
         ref = builtin.results["inference"]["fp32"] if builtin else None
         for c in group:
-            for setting, (seconds, peak) in c.results["inference"].items():
+            for setting, (seconds, peak, tensors) in c.results["inference"].items():
                 rows.append([arch, c.name, setting, f"{seconds:.3f}", _ratio(seconds, ref and ref[0]),
                              _mb(peak), _ratio(peak, ref and ref[1]),
                              verdicts.get(c.name, "reference" if c.peer is None else "-")
-                             if setting == "fp32" else ""])
+                             if setting == "fp32" else "",
+                             _mb(tensors), _ratio(tensors, ref and ref[2])])
     out.append(f"Inference, one {args.size[0]}x{args.size[1]} image, median of {args.repeats} "
                f"interleaved rounds (ratios: to the builtin fp32 model of the same architecture)")
     out.append(tabulate(rows, headers=["architecture", "model", "setting", "s/image", "time ratio",
-                                       "peak MB", "memory ratio", "same detections (fp32)"],
+                                       "peak MB", "memory ratio", "same detections (fp32)",
+                                       "tensor peak MB", "tensor ratio"],
                         tablefmt="github"))
     rows = []
     for arch, group in by_arch.items():
@@ -696,13 +573,13 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--data", default=DEFAULT_DATA, help="folder whose val2017/ gives the photo")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 400x600, one round of everything without warm-up, scaling at "
-                   "320 and 480")
+                   help="smoke test: 320x480 (training 192x256), one round of everything without "
+                   "warm-up, scaling at 256 and 384")
     args = p.parse_args(argv)
     if args.quick:  # a smoke test: no warm-up, its times are not for reading
-        args.size, args.repeats, args.warmup = (400, 600), 1, 0
-        args.train_size, args.train_batch, args.train_repeats, args.train_warmup = (256, 320), 1, 1, 0
-        args.scaling_sizes = [320, 480]
+        args.size, args.repeats, args.warmup = (320, 480), 1, 0
+        args.train_size, args.train_batch, args.train_repeats, args.train_warmup = (192, 256), 1, 1, 0
+        args.scaling_sizes = [256, 384]
     args.cuda = args.device.startswith("cuda")
     if args.cuda:
         args.reduced, args.reduced_why = "fp16", ""
@@ -722,6 +599,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    started = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(machine_header(args), flush=True)
@@ -730,7 +608,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_models_") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the bf16-is-emulated warning: measured
         for arch in args.models:
-            print(f"{arch}:", flush=True)
+            print(f"{arch}: ({time.perf_counter() - started:.0f} s into the run)", flush=True)
             group = build_architecture(arch, image, args.device, tmp)
             verdicts.update(same_detections(group, image, args.device))
             for c in group:
@@ -744,6 +622,7 @@ def main(argv=None) -> int:
                 c.model = None
     print()
     print("\n".join(report(candidates, verdicts, analysis, args)))
+    print(f"\n(run took {time.perf_counter() - started:.0f} s)")
     return 0
 
 

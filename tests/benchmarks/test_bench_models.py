@@ -19,6 +19,7 @@ from fpn_plugin import precision
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import bench_models  # noqa: E402
+import memory_peaks  # noqa: E402
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -53,13 +54,13 @@ def test_peak_memory_counts_a_block_freed_inside_the_call(monkeypatch, kernel_pe
     import numpy as np
 
     if not kernel_peak:
-        monkeypatch.setattr(bench_models, "_reset_peak_rss", lambda: False)
-    elif not bench_models._reset_peak_rss():
+        monkeypatch.setattr(memory_peaks, "_reset_peak_rss", lambda: False)
+    elif not memory_peaks._reset_peak_rss():
         pytest.skip("/proc/self/clear_refs is not writable here: the sampled branch measures")
     size = 200 << 20
-    with bench_models.freed_memory_returned():
+    with memory_peaks.freed_memory_returned():
         np.ones(2 * size, dtype=np.uint8)  # freed at once: an earlier, higher peak, not this block's
-        with bench_models.PeakMemory("cpu") as memory:
+        with memory_peaks.PeakMemory("cpu") as memory:
             block = np.ones(size, dtype=np.uint8)  # written: resident
             if not kernel_peak:
                 time.sleep(0.05)  # a sampler sees only what lasts; the mark needs no wait
@@ -81,8 +82,23 @@ def test_tensor_peak_counts_what_the_call_frees_of_its_last_call():
         del scratch, bigger
         kept["grad"] = torch.ones(4 * mib // 4)
 
-    peak = bench_models.tensor_peak(step)
+    peak = memory_peaks.tensor_peak(step)
     assert 12 * mib <= peak <= 12 * mib + (64 << 10)  # 16 MiB at once, 4 of them freed first
+
+
+def test_tensor_peak_measures_a_call_that_keeps_nothing_in_one_run():
+    """An inference call (it frees all it allocates) is measured at once: one call, its peak."""
+    mib, calls = 1 << 20, []
+
+    def infer():
+        calls.append(1)
+        features = torch.ones(8 * mib // 4)
+        scores = torch.ones(4 * mib // 4)  # 12 MiB live
+        del features, scores
+
+    peak = memory_peaks.tensor_peak(infer, frees_last_calls=False)
+    assert len(calls) == 1
+    assert 12 * mib <= peak <= 12 * mib + (64 << 10)
 
 
 def _table(output: str, title: str) -> list:
@@ -108,7 +124,7 @@ def test_quick_run_prints_every_table():
                      r"(the kernel's high-water mark|sampled every ms)", out, re.M)
     assert re.search(r"^torch \S+, \d+ threads; detectron2 ", out, re.M)
 
-    inference = _table(out, "Inference, one 400x600 image")
+    inference = _table(out, "Inference, one 320x480 image")
     models = {(row[0], row[1]) for row in inference}
     assert {arch for arch, _ in models} == {"R18-FPN", "R50-FPN", "R50-C4", "VGG16"}
     assert ("R50-FPN", "torchvision fasterrcnn_resnet50_fpn") in models
@@ -123,6 +139,8 @@ def test_quick_run_prints_every_table():
         # detectron2's pairs run the same ops; the torchvision twin has its own post-processing
         assert total > 0 and hits >= (0.95 * total if "tv_" in name else total), verdict
     assert all(float(row[3]) > 0 for row in inference)
+    assert all(float(row[8]) > 0 for row in inference)  # tensor peak MB
+    assert all(row[9] == "1.00x" for row in inference if row[1] == "detectron2 builtin" and row[2] == "fp32")
 
     training = _table(out, "Training step")
     assert {(row[0], row[1]) for row in training} == models
@@ -137,4 +155,4 @@ def test_quick_run_prints_every_table():
     assert all(float(gflops) > 1 for _, gflops in flops.values())
 
     sizes = [row[0] for row in _table(out, "Inference s/image against the image size")]
-    assert sizes == ["320x480", "480x720"]
+    assert sizes == ["256x384", "384x576"]
