@@ -11,6 +11,7 @@
 import contextlib
 import ctypes
 import os
+import sys
 import threading
 from typing import Callable
 
@@ -118,6 +119,22 @@ class PeakMemory:
             self.peak = max(self.high, _rss()) - self.start
 
 
+@contextlib.contextmanager
+def _profiler_chatter_hidden():
+    """File descriptor 2 to /dev/null inside: on every profiled call kineto prints
+    "profiler_start/stop" lines and c10 an expected "Memory block of unknown size" warning
+    from C++, which no log level silences. An exception still prints after it, to stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def tensor_peak(run: Callable[[], object], frees_last_calls: bool = True) -> float:
     """Most bytes of CPU tensors live at once during ``run()``, above their level at its start.
 
@@ -132,7 +149,9 @@ def tensor_peak(run: Callable[[], object], frees_last_calls: bool = True) -> flo
 
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # kineto's "no GPU" errors, read at first use
     for _ in range(2 if frees_last_calls else 1):  # the last one measured
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _profiler_chatter_hidden(), profile(
+            activities=[ProfilerActivity.CPU], profile_memory=True
+        ) as prof:
             run()
     results = getattr(prof.profiler, "kineto_results", None)
     if results is None:

@@ -5,6 +5,7 @@ must get right on every machine: every architecture is there, each plugin model 
 peer's fp32 detections (the weights really are shared), pairs count the same FLOPs and
 parameters, and the reduced precision rows appear exactly where the CPU computes bf16 natively.
 """
+import os
 import re
 import subprocess
 import sys
@@ -99,6 +100,15 @@ def test_tensor_peak_measures_a_call_that_keeps_nothing_in_one_run():
     peak = memory_peaks.tensor_peak(infer, frees_last_calls=False)
     assert len(calls) == 1
     assert 12 * mib <= peak <= 12 * mib + (64 << 10)
+
+
+def test_tensor_peak_hides_the_profilers_own_stderr_lines_only(capfd):
+    """kineto's per-call profiler_start/stop lines do not reach stderr; stderr works after."""
+    memory_peaks.tensor_peak(lambda: torch.ones(1024), frees_last_calls=False)
+    os.write(2, b"after the profile\n")
+    err = capfd.readouterr().err
+    assert "profiler_start" not in err and "profiler_stop" not in err
+    assert err.endswith("after the profile\n")
 
 
 def _table(output: str, title: str) -> list:
