@@ -122,8 +122,8 @@ class PeakMemory:
 @contextlib.contextmanager
 def _profiler_chatter_hidden():
     """File descriptor 2 to /dev/null inside: on every profiled call kineto prints
-    "profiler_start/stop" lines and c10 an expected "Memory block of unknown size" warning
-    from C++, which no log level silences. An exception still prints after it, to stderr."""
+    "profiler_start/stop" lines (and, at its first, a "no GPU" error) and c10 an expected
+    "Memory block of unknown size" warning from C++, which no log level silences. An exception still prints after it, to stderr."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -147,7 +147,6 @@ def tensor_peak(run: Callable[[], object], frees_last_calls: bool = True) -> flo
     """
     from torch.profiler import ProfilerActivity, profile
 
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # kineto's "no GPU" errors, read at first use
     for _ in range(2 if frees_last_calls else 1):  # the last one measured
         with _profiler_chatter_hidden(), profile(
             activities=[ProfilerActivity.CPU], profile_memory=True

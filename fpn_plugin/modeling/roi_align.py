@@ -388,7 +388,7 @@ def use_gather_roi_align(model: nn.Module) -> int:
     from detectron2.layers import ROIAlign
     from detectron2.modeling.poolers import ROIPooler
 
-    from .roi_pooler import InPlaceROIPooler
+    from .roi_pooler import InPlaceROIPooler, pools_by_gather
 
     replaced = 0
     for module in model.modules():
@@ -401,8 +401,7 @@ def use_gather_roi_align(model: nn.Module) -> int:
                 replaced += 1
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            levels = getattr(child, "level_poolers", ())
-            if type(child) is ROIPooler and len(levels) and all(type(p) is GatherROIAlign for p in levels):
+            if type(child) is ROIPooler and pools_by_gather(child):
                 setattr(parent, name, InPlaceROIPooler.like(child))
     return replaced
 

@@ -13,7 +13,13 @@ from detectron2.modeling.poolers import (
 
 from .roi_align import GatherROIAlign, _pair, gather_roi_align_levels
 
-__all__ = ["InPlaceROIPooler", "boxes_by_level"]
+__all__ = ["InPlaceROIPooler", "boxes_by_level", "pools_by_gather"]
+
+
+def pools_by_gather(pooler) -> bool:
+    """True for a pooler with levels, all of them :class:`GatherROIAlign`."""
+    levels = list(getattr(pooler, "level_poolers", ()))
+    return bool(levels) and all(type(p) is GatherROIAlign for p in levels)
 
 
 def boxes_by_level(pooler: ROIPooler, x, box_lists):
@@ -49,9 +55,9 @@ class InPlaceROIPooler(ROIPooler):
     @classmethod
     def like(cls, pooler: ROIPooler) -> "InPlaceROIPooler":
         """The same pooler (output size, levels, canonical box) pooling in place."""
-        levels = pooler.level_poolers
-        if not len(levels) or not all(type(p) is GatherROIAlign for p in levels):
+        if not pools_by_gather(pooler):
             raise TypeError("InPlaceROIPooler needs a ROIPooler whose levels are all GatherROIAlign")
+        levels = pooler.level_poolers
         new = cls(
             pooler.output_size, [p.spatial_scale for p in levels], levels[0].sampling_ratio,
             "ROIAlignV2" if levels[0].aligned else "ROIAlign",

@@ -12,15 +12,15 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ...modeling.roi_align import GatherROIAlign, _pair, pool_into
-from ...modeling.roi_pooler import InPlaceROIPooler, boxes_by_level
+from ...modeling.roi_align import _pair, pool_into
+from ...modeling.roi_pooler import InPlaceROIPooler, boxes_by_level, pools_by_gather
 from .wrappers import FastHead, _delegated_attribute
 
 __all__ = ["GatherROIPooler", "NHWCFlatten", "read_rois_nhwc"]
 
 
 class GatherROIPooler(nn.Module):
-    """Stands in for a detectron2 ``ROIPooler`` whose levels are all :class:`GatherROIAlign`.
+    """Stands in for a detectron2 ``ROIPooler`` whose levels are all :class:`~fpn_plugin.modeling.roi_align.GatherROIAlign`.
 
     Boxes go to levels by detectron2's own rule (``assign_boxes_to_levels``); the result is
     the original's, (M, C, h, w), in channels_last memory.
@@ -34,7 +34,7 @@ class GatherROIPooler(nn.Module):
 
     def __init__(self, pooler: nn.Module, rows_dtype: Optional[torch.dtype] = None):
         super().__init__()
-        if not _pools_by_gather(pooler):
+        if not pools_by_gather(pooler):
             raise TypeError("GatherROIPooler needs a ROIPooler whose levels are all GatherROIAlign")
         self.pooler = pooler
         self.rows_dtype = rows_dtype
@@ -74,7 +74,7 @@ class NHWCFlatten(nn.Module):
 def read_rois_nhwc(model: nn.Module) -> list:
     """Pool with :class:`GatherROIPooler` and let a box head's fc6 read its rows as they are.
 
-    Each ``ROIPooler`` of ``model`` whose levels are all :class:`GatherROIAlign` is replaced;
+    Each ``ROIPooler`` of ``model`` whose levels are all :class:`~fpn_plugin.modeling.roi_align.GatherROIAlign` is replaced;
     a detectron2 ``FastRCNNConvFCHead`` without convs fed by the replaced box pooler gets an
     :class:`NHWCFlatten` and its fc6 columns permuted to (h, w, C) order, and where that head
     runs in bf16 (a :class:`FastHead`), the pooler writes bf16 rows. Returns the names of what
@@ -85,7 +85,7 @@ def read_rois_nhwc(model: nn.Module) -> list:
     changed = []
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
-            if type(child) in (ROIPooler, InPlaceROIPooler) and _pools_by_gather(child):
+            if type(child) in (ROIPooler, InPlaceROIPooler) and pools_by_gather(child):
                 setattr(parent, name, GatherROIPooler(child))
                 changed.append(f"{parent_name}.{name}".lstrip("."))
     roi_heads = getattr(model, "roi_heads", None)
@@ -107,11 +107,6 @@ def read_rois_nhwc(model: nn.Module) -> list:
         head.flatten = NHWCFlatten()
         changed.append("roi_heads.box_head.flatten")
     return changed
-
-
-def _pools_by_gather(pooler: nn.Module) -> bool:
-    levels = list(pooler.level_poolers)
-    return bool(levels) and all(type(p) is GatherROIAlign for p in levels)
 
 
 def _flatten_then_fc(head) -> bool:
